@@ -1,0 +1,1 @@
+"""The kernel: config, routing, scheduler, runner, dispatcher, verifier."""

@@ -1,0 +1,1 @@
+"""Work items: the Issue model, the beads store and the issue graph."""
