@@ -1,1 +1,50 @@
-"""universe"""
+"""Universes: worlds, policies, swarm and objective catalogs, and the run context."""
+
+from cyntra.universe.context import RunContext, context_for, read_context, write_context
+from cyntra.universe.loader import (
+    Budgets,
+    Determinism,
+    LoadedUniverse,
+    Objective,
+    ObjectiveCatalog,
+    Selection,
+    Swarm,
+    SwarmCatalog,
+    Universe,
+    UniverseBundle,
+    UniverseDefaults,
+    UniversePolicies,
+    World,
+    default_swarms,
+    list_universes,
+    load_universe,
+    parse_objectives_file,
+    parse_swarms_file,
+    parse_universe_file,
+)
+
+__all__ = [
+    "Budgets",
+    "Determinism",
+    "LoadedUniverse",
+    "Objective",
+    "ObjectiveCatalog",
+    "RunContext",
+    "Selection",
+    "Swarm",
+    "SwarmCatalog",
+    "Universe",
+    "UniverseBundle",
+    "UniverseDefaults",
+    "UniversePolicies",
+    "World",
+    "context_for",
+    "default_swarms",
+    "list_universes",
+    "load_universe",
+    "parse_objectives_file",
+    "parse_swarms_file",
+    "parse_universe_file",
+    "read_context",
+    "write_context",
+]
