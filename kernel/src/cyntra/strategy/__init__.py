@@ -1,1 +1,1 @@
-"""strategy"""
+"""The decision engine: strategies behind one interface, the policy clamp, decision records."""

@@ -1,0 +1,195 @@
+"""The policy clamp: every plan from every strategy is projected onto what the policy allows.
+
+The action space is finite (ARCHITECTURE §4), so the clamp is exact rather than clever: it
+computes the set of actions every matching enforce-mode limit allows, and returns the requested
+action if it is in that set, else the allowed action closest to it. That makes the clamp
+idempotent and guarantees its output is valid and inside every enforce limit. Warn/dryrun rules
+only record. Each violation is recorded as {rule_id, field, requested, limit, applied, mode}, the
+way admission controllers report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from cyntra.planner.action_space import ActionSpace, PlanAction
+from cyntra.state.issue import Issue
+from cyntra.strategy.policy import Policy, PolicyLimits, PolicyMode
+
+Matcher = Callable[[dict[str, Any], Issue], bool]
+ClampField = Literal["swarm_id", "parallelism", "max_run_minutes", "max_candidates", "confidence"]
+
+UNIVERSE_MINUTES_RULE = "universe.budgets.max_run_minutes"
+UNIVERSE_WORKCELLS_RULE = "universe.budgets.max_concurrent_workcells"
+
+
+class Violation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rule_id: str
+    field: str
+    requested: Any
+    limit: Any
+    applied: Any
+    mode: PolicyMode
+
+
+class ClampResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requested: PlanAction
+    applied: PlanAction
+    violations: list[Violation]
+    changed: bool
+    unsatisfiable: bool = False  # enforce rules that match together allow no action at all
+
+    def enforce_violations(self) -> list[Violation]:
+        return [v for v in self.violations if v.mode == "enforce"]
+
+
+_Limit = tuple[str, str, Any, PolicyMode]  # rule_id, limit name, value, mode
+
+
+def _allows(action: PlanAction, name: str, value: Any) -> bool:
+    if name == "allowed_swarms":
+        return action.swarm_id in value
+    if name == "max_parallelism":
+        return action.parallelism <= value
+    if name == "max_minutes":
+        return action.max_run_minutes <= value
+    if name == "min_minutes":
+        return action.max_run_minutes >= value
+    if name == "max_candidates":
+        return action.max_candidates <= value
+    if name == "min_candidates":
+        return action.max_candidates >= value
+    return True
+
+
+_FIELD_OF = {
+    "allowed_swarms": "swarm_id",
+    "max_parallelism": "parallelism",
+    "max_minutes": "max_run_minutes",
+    "min_minutes": "max_run_minutes",
+    "max_candidates": "max_candidates",
+    "min_candidates": "max_candidates",
+}
+
+
+def _distance(a: PlanAction, b: PlanAction) -> tuple[float, ...]:
+    """How far apart two actions are; ties go to the cheaper plan (fewer, shorter candidates)."""
+    swarm = 0 if a.swarm_id == b.swarm_id else 1
+    d = (
+        4.0 * swarm
+        + abs(a.parallelism - b.parallelism)
+        + abs(a.max_candidates - b.max_candidates)
+        + abs(math.log2(a.max_run_minutes) - math.log2(b.max_run_minutes))
+    )
+    return (d, b.parallelism * b.max_candidates * b.max_run_minutes, b.max_run_minutes, b.swarm_id)
+
+
+class Clamp:
+    """Applies a policy (and the universe budgets) to plans for one action space."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        space: ActionSpace,
+        matcher: Matcher,
+        *,
+        universe_max_run_minutes: int | None = None,
+        universe_max_concurrent_workcells: int | None = None,
+    ) -> None:
+        self.policy = policy
+        self.space = space
+        self.matcher = matcher
+        self.universe_max_run_minutes = universe_max_run_minutes
+        self.universe_max_concurrent_workcells = universe_max_concurrent_workcells
+
+    def limits_for(self, issue: Issue) -> list[_Limit]:
+        out: list[_Limit] = []
+        if self.universe_max_run_minutes is not None:
+            out.append((UNIVERSE_MINUTES_RULE, "max_minutes", self.universe_max_run_minutes, "enforce"))
+        if self.universe_max_concurrent_workcells is not None:
+            out.append(
+                (UNIVERSE_WORKCELLS_RULE, "max_parallelism", self.universe_max_concurrent_workcells, "enforce")
+            )
+        for rule in self.policy.rules:
+            if not self.matcher(rule.match, issue):
+                continue
+            for name in PolicyLimits.model_fields:
+                value = getattr(rule.limits, name)
+                if value is None or name == "min_confidence":
+                    continue
+                out.append((rule.id, name, value, rule.mode))
+        return out
+
+    def allowed(self, issue: Issue) -> list[PlanAction]:
+        """Every action inside all enforce-mode limits that match this issue."""
+        enforce = [lim for lim in self.limits_for(issue) if lim[3] == "enforce"]
+        return [a for a in self.space.actions if all(_allows(a, n, v) for _, n, v, _ in enforce)]
+
+    def min_confidence(self, issue: Issue) -> tuple[float, str]:
+        """The strictest confidence floor for this issue, and the rule that sets it."""
+        floor, rule_id = self.policy.min_confidence, "policy.min_confidence"
+        for rule in self.policy.rules:
+            if rule.mode == "enforce" and rule.limits.min_confidence is not None and self.matcher(rule.match, issue):
+                if rule.limits.min_confidence > floor:
+                    floor, rule_id = rule.limits.min_confidence, rule.id
+        return floor, rule_id
+
+    def apply(self, action: PlanAction, issue: Issue) -> ClampResult:
+        limits = self.limits_for(issue)
+        allowed = self.allowed(issue)
+        unsatisfiable = not allowed
+        if action in allowed:
+            applied = action
+        elif allowed:
+            applied = min(allowed, key=lambda b: _distance(action, b))
+        else:
+            # Matching enforce rules contradict each other: violate as few limits as possible.
+            enforce = [lim for lim in limits if lim[3] == "enforce"]
+            applied = min(
+                self.space.actions,
+                key=lambda b: (sum(not _allows(b, n, v) for _, n, v, _ in enforce), _distance(action, b)),
+            )
+        violations: list[Violation] = []
+        for rule_id, name, value, mode in limits:
+            if _allows(action, name, value):
+                continue
+            field = _FIELD_OF[name]
+            violations.append(
+                Violation(
+                    rule_id=rule_id,
+                    field=field,
+                    requested=getattr(action, field),
+                    limit={name: value},
+                    applied=getattr(applied if mode == "enforce" else action, field),
+                    mode=mode,
+                )
+            )
+        # Fields changed only to keep the tuple valid (e.g. parallelism after a swarm switch).
+        named = {v.field for v in violations if v.mode == "enforce"}
+        for field in ("swarm_id", "parallelism", "max_run_minutes", "max_candidates"):
+            if field not in named and getattr(action, field) != getattr(applied, field):
+                violations.append(
+                    Violation(
+                        rule_id="action_space.validity",
+                        field=field,
+                        requested=getattr(action, field),
+                        limit="valid tuple",
+                        applied=getattr(applied, field),
+                        mode="enforce",
+                    )
+                )
+        return ClampResult(
+            requested=action,
+            applied=applied,
+            violations=violations,
+            changed=applied != action,
+            unsatisfiable=unsatisfiable,
+        )

@@ -1,0 +1,305 @@
+"""The decision engine: heuristic always, a candidate beside it, the clamp, exploration, records.
+
+Modes (``strategy:`` in config):
+
+* ``heuristic`` — the heuristic's plan is applied.
+* ``shadow`` — the heuristic's plan is applied; the candidate (``planner.candidate``, default
+  ``urm``) runs beside it and is recorded. Like GitHub Scientist: the candidate can raise, hang
+  or return garbage and dispatch neither changes nor waits longer than the latency budget.
+* ``urm`` or any other registered name — that strategy's plan is applied after the clamp, with
+  a recorded fallback to the heuristic on any failure or low confidence.
+
+Exploration (``exploration.epsilon``) sometimes applies another plan the clamp allows and logs
+its propensity, so that off-policy evaluation has support.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cyntra.clock import isoformat_z
+from cyntra.kernel.config import KernelConfig
+from cyntra.kernel.plan import DispatchPlan, TraceStep
+from cyntra.log import get_logger
+from cyntra.planner.action_space import ACTION_FIELDS, ActionSpace, PlanAction
+from cyntra.state.issue import Issue
+from cyntra.strategy.base import (
+    DispatchStrategy,
+    StrategyContext,
+    StrategyDecision,
+    StrategyEnv,
+    StrategyUnavailable,
+    build_strategy,
+)
+from cyntra.strategy.clamp import Clamp, Violation
+from cyntra.strategy.heuristic import HeuristicStrategy
+from cyntra.strategy.policy import LoadedPolicy
+from cyntra.strategy.record import AppliedPlan, DecisionRecord, Proposal, agreement
+
+log = get_logger("cyntra.strategy")
+
+
+@dataclass
+class Decision:
+    record: DecisionRecord
+    plan: DispatchPlan
+
+
+def decision_id_for(issue_id: str, attempt: int, timestamp: str, salt: str = "") -> str:
+    """Deterministic ids: the same history replays to the same ids (sim archives are byte-identical)."""
+    digest = hashlib.sha256(f"{issue_id}|{attempt}|{timestamp}|{salt}".encode()).hexdigest()
+    return f"dec-{digest[:20]}"
+
+
+def _run_with_budget(
+    fn: Any, budget_s: float
+) -> tuple[str, Any, float]:
+    """Run ``fn()`` in a daemon thread; never wait past ``budget_s``. Returns (status, value, ms)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # a plugin may raise anything; it must not reach dispatch
+            box["error"] = exc
+
+    start = time.perf_counter()
+    thread = threading.Thread(target=target, name="cyntra-candidate", daemon=True)
+    thread.start()
+    thread.join(budget_s)
+    elapsed = (time.perf_counter() - start) * 1000.0
+    if thread.is_alive():
+        return "timeout", None, elapsed
+    if "error" in box:
+        err = box["error"]
+        if isinstance(err, StrategyUnavailable):
+            return "unavailable", str(err), elapsed
+        return "error", f"{type(err).__name__}: {err}", elapsed
+    return "ok", box.get("value"), elapsed
+
+
+def _check_decision(obj: Any, space: ActionSpace) -> str | None:
+    """Why a candidate's answer is unusable (None when it is fine)."""
+    if not isinstance(obj, StrategyDecision):
+        return f"returned {type(obj).__name__}, not a StrategyDecision"
+    problems = space.violations(obj.action)
+    if problems:
+        return "invalid action: " + "; ".join(problems)
+    if obj.confidence is not None and not (math.isfinite(obj.confidence) and 0.0 <= obj.confidence <= 1.0):
+        return f"confidence {obj.confidence!r} is not a probability"
+    if obj.expected_utility is not None and not math.isfinite(obj.expected_utility):
+        return "expected_utility is not finite"
+    for field, dist in (obj.probabilities or {}).items():
+        for value, p in dist.items():
+            if not (math.isfinite(p) and 0.0 <= p <= 1.0):
+                return f"probability {field}={value}: {p!r} is not a probability"
+    return None
+
+
+class DecisionEngine:
+    def __init__(
+        self,
+        *,
+        env: StrategyEnv,
+        clamp: Clamp,
+        policy: LoadedPolicy,
+        mode: str | None = None,
+        candidate: DispatchStrategy | None = None,
+        candidate_error: str | None = None,
+    ) -> None:
+        self.env = env
+        self.config: KernelConfig = env.config
+        self.space = env.space
+        self.clamp = clamp
+        self.policy = policy
+        self.mode = mode or env.config.strategy
+        self.heuristic = HeuristicStrategy()
+        self.candidate = candidate
+        self.candidate_error = candidate_error
+        self.candidate_name = self._candidate_name()
+        if self.candidate is None and self.mode != "heuristic" and candidate_error is None:
+            try:
+                self.candidate = build_strategy(self.candidate_name, env)
+            except StrategyUnavailable as exc:
+                self.candidate_error = str(exc)
+            except Exception as exc:  # a broken plugin must not stop the kernel
+                self.candidate_error = f"{type(exc).__name__}: {exc}"
+
+    def _candidate_name(self) -> str:
+        if self.mode == "shadow":
+            return self.config.planner.candidate or "urm"
+        return self.mode
+
+    @property
+    def candidate_info(self) -> dict[str, Any]:
+        describe = getattr(self.candidate, "describe", None)
+        return dict(describe()) if callable(describe) else {}
+
+    # -- the decision ---------------------------------------------------------------------
+
+    def decide(self, ctxs: Sequence[StrategyContext], *, attempt_of: dict[str, int] | None = None) -> list[Decision]:
+        if not ctxs:
+            return []
+        heur: list[Proposal] = []
+        for ctx in ctxs:
+            start = time.perf_counter()
+            d = self.heuristic.decide(ctx)
+            heur.append(
+                Proposal(
+                    strategy="heuristic",
+                    status="ok",
+                    action=d.action,
+                    toolchains=ctx.heuristic.candidate_toolchains(),
+                    trace=d.trace,
+                    confidence=d.confidence,
+                    latency_ms=(time.perf_counter() - start) * 1000.0,
+                )
+            )
+        cand = self._candidate_proposals(ctxs) if self.mode != "heuristic" else [None] * len(ctxs)
+
+        out: list[Decision] = []
+        for ctx, h, c in zip(ctxs, heur, cand, strict=True):
+            attempt = (attempt_of or {}).get(ctx.issue.id, ctx.issue.dk_attempts)
+            out.append(self._decide_one(ctx, h, c, attempt))
+        return out
+
+    def _candidate_proposals(self, ctxs: Sequence[StrategyContext]) -> list[Proposal | None]:
+        name = self.candidate_name
+        if self.candidate is None:
+            reason = self.candidate_error or f"strategy {name!r} unavailable"
+            return [Proposal(strategy=name, status="unavailable", error=reason) for _ in ctxs]
+        budget_s = self.config.planner.latency_budget_ms / 1000.0 * max(1, len(ctxs))
+        candidate = self.candidate
+        status, value, elapsed = _run_with_budget(lambda: candidate.decide_batch(list(ctxs)), budget_s)
+        per_ms = elapsed / max(1, len(ctxs))
+        if status != "ok":
+            err = value if isinstance(value, str) else f"exceeded latency budget {budget_s * 1000:.1f} ms"
+            return [Proposal(strategy=name, status=status, error=err, latency_ms=per_ms) for _ in ctxs]  # type: ignore[arg-type]
+        if not isinstance(value, list) or len(value) != len(ctxs):
+            return [
+                Proposal(strategy=name, status="invalid", error="batch answer has the wrong length", latency_ms=per_ms)
+                for _ in ctxs
+            ]
+        out: list[Proposal | None] = []
+        for ctx, dec in zip(ctxs, value, strict=True):
+            problem = _check_decision(dec, self.space)
+            if problem is not None:
+                out.append(Proposal(strategy=name, status="invalid", error=problem, latency_ms=per_ms))
+                continue
+            out.append(
+                Proposal(
+                    strategy=name,
+                    status="ok",
+                    action=dec.action,
+                    toolchains=ctx.toolchains_for(dec.action, self.space),
+                    trace=dec.trace,
+                    probabilities=dec.probabilities,
+                    confidence=dec.confidence,
+                    expected_utility=dec.expected_utility,
+                    latency_ms=per_ms,
+                )
+            )
+        return out
+
+    def _decide_one(self, ctx: StrategyContext, h: Proposal, c: Proposal | None, attempt: int) -> Decision:
+        issue = ctx.issue
+        timestamp = isoformat_z(ctx.now)
+        decision_id = decision_id_for(issue.id, attempt, timestamp, ctx.job_type)
+        assert h.action is not None
+        h_clamp = self.clamp.apply(h.action, issue)
+        h.clamp = h_clamp.violations
+        if c is not None and c.action is not None:
+            c.clamp = self.clamp.apply(c.action, issue).violations
+
+        fallback: str | None = None
+        source = "heuristic"
+        chosen = h_clamp.applied
+        clamp_violations: list[Violation] = list(h_clamp.violations)
+        if self.mode not in ("heuristic", "shadow"):
+            if c is None or c.status != "ok" or c.action is None:
+                fallback = f"candidate {c.status if c else 'missing'}: {c.error if c else ''}".strip()
+            else:
+                floor, floor_rule = self.clamp.min_confidence(issue)
+                floor = max(floor, self.config.planner.min_confidence)
+                conf = c.confidence if c.confidence is not None else 0.0
+                if conf < floor:
+                    fallback = f"low confidence {conf:.3f} < {floor:.3f} ({floor_rule})"
+                    c.clamp = [*c.clamp, Violation(rule_id=floor_rule, field="confidence", requested=conf,
+                                                   limit={"min_confidence": floor}, applied="heuristic",
+                                                   mode="enforce")]
+                else:
+                    res = self.clamp.apply(c.action, issue)
+                    chosen, source, clamp_violations = res.applied, "candidate", res.violations
+
+        propensity = 1.0
+        exploration: dict[str, Any] | None = None
+        eps = self.config.exploration.epsilon
+        if eps > 0:
+            chosen, propensity, exploration = self._explore(issue, decision_id, chosen)
+            if exploration and exploration.get("explored"):
+                source = "exploration"
+
+        toolchains = ctx.toolchains_for(chosen, self.space)
+        speculate = self.space.kind(chosen.swarm_id) == "parallel_compete"
+        trace = list(ctx.heuristic.trace)
+        trace.append(TraceStep(step="strategy", detail=f"mode={self.mode} applied={source} {chosen.label()}",
+                               data={"fallback_reason": fallback}))
+        if clamp_violations:
+            trace.append(TraceStep(step="clamp", detail="; ".join(f"{v.rule_id}:{v.field}" for v in clamp_violations)))
+        plan = DispatchPlan(
+            issue_id=issue.id,
+            action=chosen,
+            toolchains=toolchains,
+            speculate=speculate,
+            temperature=ctx.heuristic.temperature,
+            controller_mode=ctx.heuristic.controller_mode,
+            trace=trace,
+        )
+        info = self.candidate_info if c is not None else {}
+        record = DecisionRecord(
+            decision_id=decision_id,
+            issue_id=issue.id,
+            timestamp=timestamp,
+            job_type=ctx.job_type,
+            mode=self.mode,
+            planner_input_hash=ctx.extras.get("planner_input_hash"),
+            heuristic=h,
+            candidate=c,
+            agreement=agreement(h.action, c.action) if (c is not None and c.action is not None) else None,
+            applied=AppliedPlan(action=chosen, toolchains=plan.candidate_toolchains(), source=source),  # type: ignore[arg-type]
+            clamp=clamp_violations,
+            propensity=propensity,
+            exploration=exploration,
+            fallback_reason=fallback,
+            checkpoint_id=info.get("checkpoint_id"),
+            checkpoint_sha256=info.get("checkpoint_sha256"),
+            policy_sha256=self.policy.sha256,
+            universe_id=ctx.extras.get("universe_id"),
+            world_id=ctx.extras.get("world_id"),
+            objective_id=ctx.extras.get("objective_id"),
+        )
+        return Decision(record=record, plan=plan)
+
+    def _explore(self, issue: Issue, decision_id: str, greedy: PlanAction) -> tuple[PlanAction, float, dict[str, Any]]:
+        """Epsilon-greedy inside the clamp: alternatives are only plans the clamp allows."""
+        cfg = self.config.exploration
+        allowed = self.clamp.allowed(issue)
+        fields = cfg.fields or list(ACTION_FIELDS)
+        fixed = [f for f in ACTION_FIELDS if f not in fields]
+        alternatives = [a for a in allowed if a != greedy and all(getattr(a, f) == getattr(greedy, f) for f in fixed)]
+        if not alternatives:
+            return greedy, 1.0, {"epsilon": cfg.epsilon, "explored": False, "alternatives": 0}
+        seed = int(hashlib.sha256(f"{cfg.seed}|{decision_id}".encode()).hexdigest()[:16], 16)
+        rng = random.Random(seed)
+        if rng.random() < cfg.epsilon:
+            pick = alternatives[rng.randrange(len(alternatives))]
+            return pick, cfg.epsilon / len(alternatives), {
+                "epsilon": cfg.epsilon, "explored": True, "alternatives": len(alternatives), "greedy": greedy.label()}
+        return greedy, 1.0 - cfg.epsilon, {"epsilon": cfg.epsilon, "explored": False, "alternatives": len(alternatives)}

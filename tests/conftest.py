@@ -1,0 +1,18 @@
+"""Shared fixtures. Upstream files are read from ``../shared/upstream-cyntra`` (beside the clone)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+UPSTREAM_DIR = REPO_ROOT.parent / "shared" / "upstream-cyntra"
+
+
+@pytest.fixture(scope="session")
+def upstream_dir() -> Path:
+    """The real upstream Cyntra workspace files (read-only). Skips when not laid beside the clone."""
+    if not UPSTREAM_DIR.is_dir():
+        pytest.skip(f"upstream files not found at {UPSTREAM_DIR}")
+    return UPSTREAM_DIR
