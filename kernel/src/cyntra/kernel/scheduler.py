@@ -1,0 +1,317 @@
+"""The scheduler: order the ready issues and pack them into free workcell lanes.
+
+Order (:func:`order_ready`), most urgent first:
+
+1. issues on the critical path;
+2. controller rank of the issue's domain: ``trap`` first (the domain is stuck, so the kernel
+   spends its next lanes there), then ``balanced`` / ``disabled``, then ``chaos`` (the domain
+   is already churning);
+3. effective priority (P0 first). Starvation aging: an issue waiting since ``updated`` (or
+   ``created``) for k full ``starvation_threshold_hours`` is raised k levels, never above P0
+   (a threshold of 0 turns aging off);
+4. higher risk first; 5. older ``created`` first (unknown last); 6. id (natural order).
+
+Packing (:class:`LanePacker`, :func:`pack_lanes`): an issue takes 1 slot, or ``parallelism``
+slots when its plan speculates; its tokens are ``dk_estimated_tokens`` × that many candidates.
+An issue that does not fit is skipped with a reason and packing goes on (a smaller one later
+may fit). Issues with status ``running`` already hold 1 slot and their estimated tokens each.
+The universe's ``max_concurrent_workcells`` caps the config's (and ``--max-concurrent``).
+
+:func:`schedule_cycle` ties graph, controller, plans and packing together. Plans come from
+``plan_fn`` (a batch callable; the heuristic by default) and are asked for lazily, in order, in
+small batches, so a 100,000-issue backlog costs only the plans the free lanes can use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cyntra import clock
+from cyntra.control.controller import MODE_RANK, ExplorationController, issue_domain
+from cyntra.errors import ConfigError
+from cyntra.kernel.config import KernelConfig
+from cyntra.kernel.heuristic import HeuristicContext, UniverseLimits, heuristic_plan
+from cyntra.kernel.plan import DispatchPlan
+from cyntra.kernel.routing import check_rules
+from cyntra.planner.action_space import ActionSpace
+from cyntra.state.graph import DepLike, IssueGraph, gc_paused
+from cyntra.state.issue import PRIORITIES, RISK_ORDER, Issue
+
+PlanFn = Callable[[list[Issue]], dict[str, DispatchPlan]]
+NO_SLOT = "no free workcell slot"
+_NEVER = datetime.max.replace(tzinfo=UTC)  # sorts issues without ``created`` last
+
+
+def effective_priority(issue: Issue, now: datetime, threshold_hours: float) -> int:
+    """Priority rank (0 = P0) after starvation aging."""
+    rank = issue.priority_rank
+    since = issue.updated or issue.created
+    if since is None or threshold_hours <= 0 or rank == 0:
+        return rank
+    waited = now - since
+    threshold = timedelta(hours=threshold_hours)
+    if waited < threshold:
+        return rank
+    return max(0, rank - int(waited // threshold))
+
+
+def order_ready(
+    ready: Sequence[Issue],
+    graph: IssueGraph,
+    controller: ExplorationController | None,
+    now: datetime,
+    starvation_threshold_hours: float,
+) -> list[Issue]:
+    """Ready issues, most urgent first (see the module docstring for the keys)."""
+    critical = graph.critical_set
+    domain_rank: dict[str, int] = {}
+    default_rank = MODE_RANK["disabled"]
+    threshold = timedelta(hours=starvation_threshold_hours)
+    aging = starvation_threshold_hours > 0
+    prio_rank = {p: n for n, p in enumerate(PRIORITIES)}
+    risk_rank = {r: -n for r, n in RISK_ORDER.items()}
+
+    # One flat loop, no per-issue helper calls: this keys every ready issue each cycle.
+    keyed: list[tuple[int, int, int, int, datetime, tuple[int, int, str], int]] = []
+    for n, issue in enumerate(ready):
+        rank = default_rank
+        if controller is not None:
+            d = issue_domain(issue) if issue.tags else "code"
+            r = domain_rank.get(d)
+            if r is None:
+                r = domain_rank[d] = MODE_RANK[controller.decide_domain(d).mode]
+            rank = r
+        prio = prio_rank[issue.dk_priority]
+        created = issue.created
+        since = issue.updated or created
+        if prio and aging and since is not None:
+            waited = now - since
+            if waited >= threshold:
+                prio = max(0, prio - int(waited // threshold))
+        iid = issue.id
+        keyed.append((0 if iid in critical else 1, rank, prio, risk_rank[issue.dk_risk],
+                      created or _NEVER, (0, len(iid), iid) if iid.isdigit() and iid.isascii()
+                      else (1, 0, iid), n))
+    keyed.sort()
+    items = ready if isinstance(ready, list) else list(ready)
+    return [items[k[-1]] for k in keyed]
+
+
+class ScheduledIssue(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    issue_id: str
+    plan: DispatchPlan
+    slots: int
+    tokens: int
+
+
+def slots_for(plan: DispatchPlan) -> int:
+    """Lanes a plan occupies: its parallel candidates when speculating, else one."""
+    return plan.parallelism if plan.speculate else 1
+
+
+class LanePacker:
+    """Greedy packing that keeps going past an issue that does not fit."""
+
+    def __init__(self, max_workcells: int, max_tokens: int,
+                 running_slots: int = 0, running_tokens: int = 0) -> None:
+        self.max_workcells = max_workcells
+        self.max_tokens = max_tokens
+        self.slots = running_slots
+        self.tokens = running_tokens
+        self.scheduled: list[ScheduledIssue] = []
+        self.skipped: list[tuple[str, str]] = []
+
+    @property
+    def full(self) -> bool:
+        return self.slots >= self.max_workcells
+
+    def offer(self, issue: Issue, plan: DispatchPlan) -> bool:
+        if self.full:
+            self.skipped.append((issue.id, NO_SLOT))
+            return False
+        slots = slots_for(plan)
+        tokens = issue.dk_estimated_tokens * slots
+        free = self.max_workcells - self.slots
+        if slots > free:
+            self.skipped.append((issue.id, f"needs {slots} slots (speculating ×{plan.parallelism}), "
+                                           f"{free} free"))
+            return False
+        if self.tokens + tokens > self.max_tokens:
+            why = (f"needs {tokens} tokens, {self.max_tokens - self.tokens} of "
+                   f"{self.max_tokens} free")
+            if tokens > self.max_tokens:
+                why = f"needs {tokens} tokens, more than max_concurrent_tokens {self.max_tokens}"
+            self.skipped.append((issue.id, why))
+            return False
+        self.slots += slots
+        self.tokens += tokens
+        self.scheduled.append(ScheduledIssue(issue_id=issue.id, plan=plan, slots=slots,
+                                             tokens=tokens))
+        return True
+
+
+def pack_lanes(
+    ordered: Sequence[Issue],
+    plans: Mapping[str, DispatchPlan],
+    running_slots: int,
+    running_tokens: int,
+    max_workcells: int,
+    max_tokens: int,
+) -> tuple[list[ScheduledIssue], list[tuple[str, str]]]:
+    """Fill free lanes in order; returns (scheduled, [(issue_id, why skipped)])."""
+    packer = LanePacker(max_workcells, max_tokens, running_slots, running_tokens)
+    for issue in ordered:
+        if packer.full:
+            packer.skipped.append((issue.id, NO_SLOT))
+            continue
+        packer.offer(issue, plans[issue.id])
+    return packer.scheduled, packer.skipped
+
+
+class ScheduleResult(BaseModel):
+    """One scheduling cycle: what runs now, what waits and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scheduled: list[ScheduledIssue] = Field(default_factory=list)
+    skipped: list[tuple[str, str]] = Field(default_factory=list)
+    ready: list[str] = Field(default_factory=list)  # in scheduling order
+    blocked: dict[str, list[str]] = Field(default_factory=dict)
+    running: list[str] = Field(default_factory=list)
+    critical_path: list[str] = Field(default_factory=list)
+    cycles: list[list[str]] = Field(default_factory=list)
+    controller_modes: dict[str, str] = Field(default_factory=dict)
+    max_workcells: int = 0
+    max_tokens: int = 0
+    slots_used: int = 0
+    tokens_used: int = 0
+    warnings: list[str] = Field(default_factory=list)
+
+
+def _batch_plans(plan_fn: PlanFn, fallback: PlanFn, batch: list[Issue],
+                 warnings: list[str]) -> dict[str, DispatchPlan]:
+    """Ask ``plan_fn``; a failure or a missing plan falls back to the heuristic, recorded."""
+    if plan_fn is fallback:
+        return fallback(batch)
+    try:
+        plans = dict(plan_fn(batch))
+    except Exception as exc:  # a strategy failure never stops dispatch
+        warnings.append(f"plan_fn failed ({type(exc).__name__}: {exc}); heuristic plans used "
+                        f"for {len(batch)} issue(s)")
+        return fallback(batch)
+    lacking = [i for i in batch if not isinstance(plans.get(i.id), DispatchPlan)]
+    if lacking:
+        warnings.append(f"plan_fn gave no plan for {', '.join(i.id for i in lacking)}; "
+                        "heuristic plans used")
+        plans.update(fallback(lacking))
+    return plans
+
+
+@gc_paused
+def schedule_cycle(
+    issues: Sequence[Issue] | Mapping[str, Issue],
+    deps: Iterable[DepLike],
+    config: KernelConfig,
+    workspace: str | Path | None,
+    *,
+    universe: UniverseLimits | None = None,
+    speculate: bool = False,
+    max_concurrent: int | None = None,
+    only_issue: str | None = None,
+    plan_fn: PlanFn | None = None,
+    now: datetime | None = None,
+    graph: IssueGraph | None = None,
+    action_space: ActionSpace | None = None,
+) -> ScheduleResult:
+    """Decide which ready issues start now, with which plans."""
+    limits = universe or UniverseLimits()
+    g = graph if graph is not None else IssueGraph(issues, deps)
+    controller = ExplorationController(config.control, workspace)
+    warnings = list(g.warnings) + list(controller.warnings)
+    ctx = HeuristicContext.create(config, universe=limits, graph=g, controller=controller,
+                                  action_space=action_space, speculate=speculate)
+    try:
+        warnings.extend(check_rules(ctx.rules, config))
+    except ConfigError as exc:  # an invalid regex: that rule never matches; dispatch goes on
+        warnings.append(f"{exc} (the rule never matches)")
+
+    def heuristic_batch(batch: list[Issue]) -> dict[str, DispatchPlan]:
+        return {i.id: heuristic_plan(i, ctx) for i in batch}
+
+    fn = plan_fn or heuristic_batch
+
+    sched = config.scheduling
+    caps = [sched.max_concurrent_workcells]
+    if max_concurrent is not None:
+        caps.append(max_concurrent)
+    if limits.max_concurrent_workcells is not None:
+        caps.append(limits.max_concurrent_workcells)
+    max_workcells = max(0, min(caps))
+    max_tokens = sched.max_concurrent_tokens
+
+    running = g.running()
+    packer = LanePacker(max_workcells, max_tokens, running_slots=len(running),
+                        running_tokens=sum(i.dk_estimated_tokens for i in running))
+
+    skipped_early: list[tuple[str, str]] = []
+    ready = g.ready_issues()
+    if only_issue is not None:
+        if only_issue not in g.issues:
+            skipped_early.append((only_issue, "no such issue"))
+            ready = []
+        else:
+            why = g.not_ready_reason(only_issue)
+            ready = [g.issues[only_issue]] if why is None else []
+            if why is not None:
+                skipped_early.append((only_issue, f"not ready: {why}"))
+
+    ordered = order_ready(ready, g, controller, now or clock.now(),
+                          sched.starvation_threshold_hours)
+
+    pos = 0
+    while pos < len(ordered) and not packer.full:
+        # Enough plans to fill the free lanes, with headroom for issues that will not fit.
+        size = max(8, 4 * (max_workcells - packer.slots))
+        batch = ordered[pos:pos + size]
+        pos += len(batch)
+        plans = _batch_plans(fn, heuristic_batch, batch, warnings)
+        for issue in batch:
+            packer.offer(issue, plans[issue.id])
+    skipped = skipped_early + packer.skipped + [(i.id, NO_SLOT) for i in ordered[pos:]]
+
+    # Built from typed parts above; construct skips re-validating 100k-entry lists.
+    return ScheduleResult.model_construct(
+        scheduled=packer.scheduled,
+        skipped=skipped,
+        ready=[i.id for i in ordered],
+        blocked=g.blocked(),
+        running=[i.id for i in running],
+        critical_path=g.critical_path(),
+        cycles=g.cycles,
+        controller_modes=controller.modes(),
+        max_workcells=max_workcells,
+        max_tokens=max_tokens,
+        slots_used=packer.slots,
+        tokens_used=packer.tokens,
+        warnings=warnings,
+    )
+
+
+__all__ = [
+    "NO_SLOT",
+    "LanePacker",
+    "PlanFn",
+    "ScheduleResult",
+    "ScheduledIssue",
+    "effective_priority",
+    "order_ready",
+    "pack_lanes",
+    "schedule_cycle",
+    "slots_for",
+]
