@@ -26,7 +26,7 @@ def _clamp(policy: Policy, **kw: int | None) -> Clamp:
 def test_default_policy_loads_and_is_hashed() -> None:
     loaded = load_policy(REPO / "policies" / "default.yaml")
     assert len(loaded.sha256) == 64
-    assert [r.id for r in loaded.policy.rules][0] == "critical-keeps-a-second-opinion"
+    assert [r.id for r in loaded.policy.rules][0] == "critical-gets-time"
 
 
 @pytest.mark.parametrize(

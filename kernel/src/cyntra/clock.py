@@ -7,6 +7,7 @@ history run in seconds; nothing else in the kernel calls ``datetime.now`` direct
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -49,10 +50,24 @@ class VirtualClock:
 
 
 _clock: Clock = SystemClock()
+# A task-local clock: each simulated dispatch runs on its own virtual timeline (asyncio tasks copy
+# the context), so concurrent runs in virtual time each stamp their own artifacts correctly.
+_local: contextvars.ContextVar[Clock | None] = contextvars.ContextVar("cyntra_task_clock", default=None)
 
 
 def get_clock() -> Clock:
-    return _clock
+    local = _local.get()
+    return local if local is not None else _clock
+
+
+@contextlib.contextmanager
+def task_clock(clock: Clock) -> Iterator[Clock]:
+    """Use ``clock`` for this task/context only (the global clock is untouched)."""
+    token = _local.set(clock)
+    try:
+        yield clock
+    finally:
+        _local.reset(token)
 
 
 def set_clock(clock: Clock) -> None:
@@ -63,7 +78,7 @@ def set_clock(clock: Clock) -> None:
 @contextlib.contextmanager
 def use_clock(clock: Clock) -> Iterator[Clock]:
     """Install ``clock`` for the duration of a block (the sim and tests use this)."""
-    previous = get_clock()
+    previous = _clock
     set_clock(clock)
     try:
         yield clock
@@ -72,7 +87,11 @@ def use_clock(clock: Clock) -> Iterator[Clock]:
 
 
 def now() -> datetime:
-    return _clock.now()
+    return get_clock().now()
+
+
+def is_virtual() -> bool:
+    return isinstance(get_clock(), VirtualClock)
 
 
 def isoformat_z(ts: datetime) -> str:

@@ -11,6 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+_durable = True
+
+
+def set_durable(durable: bool) -> bool:
+    """Turn fsync on/off (returns the previous setting). Writes stay atomic either way (rename);
+    only a simulated history (which can be replayed from its seed) turns fsync off for speed."""
+    global _durable
+    previous, _durable = _durable, durable
+    return previous
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write via temp file in the same directory + fsync + rename (+ fsync of the directory)."""
@@ -21,12 +31,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if _durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if not _durable:
+        return
     dir_fd = os.open(p.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -62,12 +75,18 @@ def file_lock(path: str | Path) -> Iterator[None]:
 
 
 def append_jsonl(path: str | Path, obj: Any) -> None:
-    """Append one JSON line under a lock; a single write() of a full line, then fsync."""
+    """Append one JSON line: one write() of a full line under an flock on the file itself."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str) + "\n"
-    with file_lock(p.with_name(p.name + ".lock")):
-        with open(p, "a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+    line = (json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except FileNotFoundError:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, line)
+        if _durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)  # closing releases the lock

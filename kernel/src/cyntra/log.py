@@ -6,6 +6,7 @@ from contextvars by the code that makes the decision, so every event of a dispat
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -17,7 +18,7 @@ _sink: TextIO | None = None
 _sink_path: Path | None = None
 
 
-def _add_clock_timestamp(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _add_clock_timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     event_dict.setdefault("timestamp", now_iso())
     return event_dict
 

@@ -41,6 +41,8 @@ class ToolchainConfig(_Section):
     argv: list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict)
     prompt_via: Literal["file", "stdin", "arg"] | None = None
+    # Ours: a hard cap on one run of this toolchain, whatever budget the plan grants.
+    hard_timeout_minutes: float | None = Field(default=None, gt=0)
 
 
 class RoutingRule(_Section):
@@ -100,6 +102,28 @@ class ExplorationConfig(_Section):
     seed: int = 0
 
 
+class ObjectiveConfig(_Section):
+    """How an outcome is priced (the reward in decision outcomes; docs/sim.md has the formula).
+
+    U = value_by_priority[p]·value_size_factor[s]·passed − cost_usd − wall_cost_per_minute[p]·wall_minutes
+        − fail_penalty·(1 − passed)
+    """
+
+    value_by_priority: dict[str, float] = Field(
+        default_factory=lambda: {"P0": 40.0, "P1": 28.0, "P2": 18.0, "P3": 10.0})
+    value_size_factor: dict[str, float] = Field(
+        default_factory=lambda: {"XS": 0.6, "S": 0.8, "M": 1.0, "L": 1.4, "XL": 1.8})
+    wall_cost_per_minute: dict[str, float] = Field(
+        default_factory=lambda: {"P0": 0.25, "P1": 0.10, "P2": 0.03, "P3": 0.01})
+    fail_penalty: float = 0.0
+
+    def utility(self, *, priority: str, size: str, passed: bool, cost_usd: float, wall_minutes: float) -> float:
+        u = -cost_usd - self.wall_cost_per_minute.get(priority, 0.0) * wall_minutes
+        if passed:
+            return u + self.value_by_priority.get(priority, 0.0) * self.value_size_factor.get(size, 1.0)
+        return u - self.fail_penalty
+
+
 class WorkcellConfig(_Section):
     backend: Literal["auto", "git", "directory"] = "auto"
     keep_losers: bool = True
@@ -119,6 +143,7 @@ class KernelConfig(_Section):
     policy: str | None = None
     exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
     workcells: WorkcellConfig = Field(default_factory=WorkcellConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     universe: str | None = None
     sim: dict[str, Any] | None = None  # the sim backend's settings (profile, seed), see cyntra.sim
 

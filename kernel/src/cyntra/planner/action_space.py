@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "cyntra.planner_action.v1"
+SCHEMA_VERSION: Literal["cyntra.planner_action.v1"] = "cyntra.planner_action.v1"
 PARALLELISM: tuple[int, ...] = (1, 2, 3)
 MAX_RUN_MINUTES: tuple[int, ...] = (15, 30, 60, 120)
 MAX_CANDIDATES: tuple[int, ...] = (1, 2, 3)

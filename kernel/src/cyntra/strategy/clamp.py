@@ -57,17 +57,17 @@ _Limit = tuple[str, str, Any, PolicyMode]  # rule_id, limit name, value, mode
 def _allows(action: PlanAction, name: str, value: Any) -> bool:
     if name == "allowed_swarms":
         return action.swarm_id in value
-    if name == "max_parallelism":
-        return action.parallelism <= value
-    if name == "max_minutes":
-        return action.max_run_minutes <= value
-    if name == "min_minutes":
-        return action.max_run_minutes >= value
-    if name == "max_candidates":
-        return action.max_candidates <= value
-    if name == "min_candidates":
-        return action.max_candidates >= value
-    return True
+    checks: dict[str, tuple[int, bool]] = {
+        "max_parallelism": (action.parallelism, True),
+        "max_minutes": (action.max_run_minutes, True),
+        "min_minutes": (action.max_run_minutes, False),
+        "max_candidates": (action.max_candidates, True),
+        "min_candidates": (action.max_candidates, False),
+    }
+    if name not in checks:
+        return True
+    have, is_max = checks[name]
+    return bool(have <= int(value)) if is_max else bool(have >= int(value))
 
 
 _FIELD_OF = {
@@ -80,7 +80,7 @@ _FIELD_OF = {
 }
 
 
-def _distance(a: PlanAction, b: PlanAction) -> tuple[float, ...]:
+def _distance(a: PlanAction, b: PlanAction) -> tuple[float, int, int, str]:
     """How far apart two actions are; ties go to the cheaper plan (fewer, shorter candidates)."""
     swarm = 0 if a.swarm_id == b.swarm_id else 1
     d = (

@@ -198,7 +198,7 @@ class DecisionEngine:
                     strategy=name,
                     status="ok",
                     action=dec.action,
-                    toolchains=ctx.toolchains_for(dec.action, self.space),
+                    toolchains=self._runnable(ctx, dec.action),
                     trace=dec.trace,
                     probabilities=dec.probabilities,
                     confidence=dec.confidence,
@@ -207,6 +207,12 @@ class DecisionEngine:
                 )
             )
         return out
+
+    def _runnable(self, ctx: StrategyContext, action: PlanAction) -> list[str]:
+        """The toolchains that would actually run under ``action`` (as the heuristic's proposal records)."""
+        tcs = ctx.toolchains_for(action, self.space)
+        parallel = self.space.kind(action.swarm_id) == "parallel_compete"
+        return tcs[: action.parallelism if parallel else action.max_candidates]
 
     def _decide_one(self, ctx: StrategyContext, h: Proposal, c: Proposal | None, attempt: int) -> Decision:
         issue = ctx.issue

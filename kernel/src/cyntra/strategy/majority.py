@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from collections import Counter
 
-from cyntra.planner.action_space import ACTION_FIELDS, PlanAction
-from cyntra.strategy.base import BaseStrategy, StrategyContext, StrategyDecision, StrategyEnv, StrategyUnavailable
-from cyntra.strategy.ledger import Ledger
 from cyntra.kernel.plan import TraceStep
+from cyntra.planner.action_space import ACTION_FIELDS, PlanAction
+from cyntra.strategy.base import (
+    BaseStrategy,
+    StrategyContext,
+    StrategyDecision,
+    StrategyEnv,
+    StrategyUnavailable,
+)
+from cyntra.strategy.ledger import Ledger
 from cyntra.workspace import Workspace
 
 

@@ -143,4 +143,4 @@ def bundled_default_policy_path() -> Path:
     bundled = here.parents[1] / "_policies" / "default.yaml"
     if bundled.is_file():
         return bundled
-    return here.parents[3] / "policies" / "default.yaml"
+    return here.parents[4] / "policies" / "default.yaml"

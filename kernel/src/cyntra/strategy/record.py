@@ -15,9 +15,9 @@ from cyntra.kernel.plan import TraceStep
 from cyntra.planner.action_space import ACTION_FIELDS, PlanAction
 from cyntra.strategy.clamp import Violation
 
-DECISION_SCHEMA = "cyntra.decision.v1"
-OUTCOME_SCHEMA = "cyntra.decision_outcome.v1"
-PROMOTION_SCHEMA = "cyntra.promotion.v1"
+DECISION_SCHEMA: Literal["cyntra.decision.v1"] = "cyntra.decision.v1"
+OUTCOME_SCHEMA: Literal["cyntra.decision_outcome.v1"] = "cyntra.decision_outcome.v1"
+PROMOTION_SCHEMA: Literal["cyntra.promotion.v1"] = "cyntra.promotion.v1"
 
 ProposalStatus = Literal["ok", "error", "timeout", "invalid", "unavailable", "skipped"]
 AppliedSource = Literal["heuristic", "candidate", "exploration"]

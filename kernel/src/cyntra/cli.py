@@ -1,0 +1,235 @@
+"""The ``cyntra`` command line. Every reporting command takes ``--json`` for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cyntra.errors import CyntraError
+from cyntra.fsutil import atomic_write_text
+from cyntra.kernel.default_config import DEFAULT_CONFIG_YAML
+from cyntra.workspace import Workspace
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def _fail(exc: Exception) -> None:
+    err_console.print(f"[red]error:[/red] {exc}")
+    sys.exit(2)
+
+
+workspace_option = click.option(
+    "--workspace", "-w", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+    show_default=True, help="Workspace root (holds .beads/ and .cyntra/).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cyntra-swarm-planner")
+def main() -> None:
+    """Cyntra: schedule work items, dispatch them to agent toolchains, and decide how."""
+
+
+@main.command()
+@workspace_option
+@click.option("--force", is_flag=True, help="Overwrite an existing config.")
+def init(workspace: Path, force: bool) -> None:
+    """Create .beads/ and a commented default .cyntra/config.yaml."""
+    ws = Workspace.at(workspace)
+    if ws.config_path.exists() and not force:
+        _fail(CyntraError(f"{ws.config_path} already exists (use --force to overwrite)"))
+    ws.beads_dir.mkdir(parents=True, exist_ok=True)
+    for p in (ws.issues_path, ws.deps_path):
+        if not p.exists():
+            p.touch()
+    atomic_write_text(ws.config_path, DEFAULT_CONFIG_YAML)
+    console.print(f"wrote {ws.config_path}")
+
+
+def _open_session(workspace: Path, **kw: Any) -> Any:
+    from cyntra.kernel.session import KernelSession
+
+    try:
+        session = KernelSession.open(workspace, **kw)
+    except CyntraError as exc:
+        _fail(exc)
+    for w in session.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {w}")
+    return session
+
+
+@main.command()
+@workspace_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(workspace: Path, as_json: bool) -> None:
+    """Counts by status, ready issues, what blocks the others, and parse errors."""
+    from cyntra.state.graph import IssueGraph
+
+    session = _open_session(workspace)
+    issue_set = session.store.load()
+    graph = IssueGraph(issue_set.issues, [(d.from_, d.to, d.type) for d in issue_set.deps])
+    counts = Counter(i.status for i in issue_set.issues.values())
+    ready = graph.ready_ids()
+    blocked = graph.blocked()
+    data = {
+        "workspace": str(session.workspace.root),
+        "counts": dict(sorted(counts.items())),
+        "total": len(issue_set.issues),
+        "ready": ready,
+        "blocked_by": blocked,
+        "critical_path": graph.critical_path(),
+        "parse_errors": [str(p) for p in issue_set.problems],
+        "warnings": session.warnings + list(graph.warnings),
+        "strategy": session.config.strategy,
+        "universe": session.universe_id,
+    }
+    if as_json:
+        _emit_json(data)
+        return
+    t = Table(title=f"Cyntra workspace {session.workspace.root}")
+    t.add_column("status")
+    t.add_column("issues", justify="right")
+    for k, v in data["counts"].items():
+        t.add_row(k, str(v))
+    t.add_row("[bold]total[/bold]", str(data["total"]))
+    console.print(t)
+    console.print(f"strategy: [bold]{session.config.strategy}[/bold]   universe: {session.universe_id or '-'}")
+    console.print(f"ready ({len(ready)}): {', '.join(ready[:30])}{' …' if len(ready) > 30 else ''}")
+    if blocked:
+        console.print("blocked by:")
+        for iid, by in list(blocked.items())[:30]:
+            console.print(f"  {iid} ← {', '.join(by)}")
+    if data["critical_path"]:
+        console.print(f"critical path: {' → '.join(data['critical_path'])}")
+    for p in data["parse_errors"]:
+        err_console.print(f"[red]parse error:[/red] {p}")
+
+
+def _plan_row(d: Any, schedule_item: Any) -> dict[str, Any]:
+    plan = d.plan
+    rec = d.record
+    return {
+        "issue_id": plan.issue_id,
+        "decision_id": rec.decision_id,
+        "swarm_id": plan.action.swarm_id,
+        "parallelism": plan.action.parallelism,
+        "max_run_minutes": plan.action.max_run_minutes,
+        "max_candidates": plan.action.max_candidates,
+        "toolchains": plan.candidate_toolchains(),
+        "all_toolchains": plan.toolchains,
+        "speculate": plan.speculate,
+        "temperature": plan.temperature,
+        "controller_mode": plan.controller_mode,
+        "slots": schedule_item.slots,
+        "tokens": schedule_item.tokens,
+        "applied_source": rec.applied.source,
+        "propensity": rec.propensity,
+        "fallback_reason": rec.fallback_reason,
+        "clamp": [v.model_dump(mode="json") for v in rec.clamp],
+        "trace": [t.model_dump(mode="json") for t in plan.trace],
+    }
+
+
+@main.command()
+@workspace_option
+@click.option("--once", is_flag=True, help="Run one scheduling cycle, wait for it, exit.")
+@click.option("--watch", is_flag=True, help="Keep running cycles, polling for new work.")
+@click.option("--until-idle", is_flag=True, help="Run cycles until nothing is ready or running.")
+@click.option("--issue", "issue_id", default=None, help="Only this issue.")
+@click.option("--universe", "universe_id", default=None, help="Universe context (universes/<id>/).")
+@click.option("--max-concurrent", type=click.IntRange(min=1), default=None, help="Cap on workcell lanes.")
+@click.option("--speculate", is_flag=True, help="Force speculation for every scheduled issue.")
+@click.option("--dry-run", is_flag=True, help="Print the plans; run nothing, write nothing.")
+@click.option("--strategy", type=str, default=None, help="heuristic | shadow | urm | <plugin> (overrides config).")
+@click.option("--planner-enabled", is_flag=True, help="Same as --strategy urm (the seed's flag).")
+@click.option("--planner-checkpoint", type=click.Path(path_type=Path), default=None, help="URM checkpoint dir.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def run(workspace: Path, once: bool, watch: bool, until_idle: bool, issue_id: str | None,
+        universe_id: str | None, max_concurrent: int | None, speculate: bool, dry_run: bool,
+        strategy: str | None, planner_enabled: bool, planner_checkpoint: Path | None, as_json: bool) -> None:
+    """Schedule ready issues and dispatch them (or, with --dry-run, show the plans)."""
+    if planner_enabled:
+        strategy = strategy or "urm"
+    session = _open_session(workspace, universe_id=universe_id, strategy=strategy,
+                            checkpoint=str(planner_checkpoint) if planner_checkpoint else None)
+    if dry_run:
+        _dry_run(session, issue_id=issue_id, max_concurrent=max_concurrent, speculate=speculate, as_json=as_json)
+        return
+    from cyntra.kernel.runner import run_kernel
+
+    try:
+        report = run_kernel(session, once=once or not (watch or until_idle), watch=watch, until_idle=until_idle,
+                            issue_id=issue_id, max_concurrent=max_concurrent, speculate=speculate,
+                            progress=not as_json)
+    except CyntraError as exc:
+        _fail(exc)
+    if as_json:
+        _emit_json(report.model_dump(mode="json"))
+    else:
+        report.print(console)
+
+
+def _dry_run(session: Any, *, issue_id: str | None, max_concurrent: int | None, speculate: bool,
+             as_json: bool) -> None:
+    issue_set = session.store.load()
+    if issue_id is not None and issue_id not in issue_set.issues:
+        _fail(CyntraError(f"no usable issue with id {issue_id!r}"))
+    cycle = session.plan_cycle(issue_set, speculate=speculate, max_concurrent=max_concurrent, only_issue=issue_id)
+    sched = cycle.schedule
+    rows = [_plan_row(cycle.decisions[s.issue_id], s) for s in sched.scheduled]
+    data = {
+        "schema_version": "cyntra.dry_run.v1",
+        "strategy": session.config.strategy,
+        "universe": session.universe_id,
+        "scheduled": rows,
+        "skipped": [{"issue_id": i, "reason": r} for i, r in sched.skipped],
+        "ready": sched.ready,
+        "blocked": sched.blocked,
+        "critical_path": sched.critical_path,
+        "parse_errors": [str(p) for p in issue_set.problems],
+        "warnings": session.warnings + list(sched.warnings),
+    }
+    if as_json:
+        _emit_json(data)
+        return
+    console.print(f"[bold]dry run[/bold] — strategy {session.config.strategy}, universe "
+                  f"{session.universe_id or '-'}: {len(rows)} scheduled, {len(data['skipped'])} waiting")
+    for r in rows:
+        console.print(
+            f"\n[bold]{r['issue_id']}[/bold]  {r['swarm_id']}  toolchains={','.join(r['toolchains'])}  "
+            f"parallelism={r['parallelism']}  budget={r['max_run_minutes']}m  candidates={r['max_candidates']}  "
+            f"lanes={r['slots']}"
+        )
+        for step in r["trace"]:
+            console.print(f"    {step['step']:<11} {step['detail']}", highlight=False)
+    for s in data["skipped"]:
+        console.print(f"skipped {s['issue_id']}: {s['reason']}")
+    for p in data["parse_errors"]:
+        err_console.print(f"[red]parse error:[/red] {p}")
+    for w in data["warnings"]:
+        err_console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+def _mount_subcommands() -> None:
+    from cyntra.sim.cli import sim_group
+
+    main.add_command(sim_group)
+
+
+_mount_subcommands()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""A kernel session: one workspace's config, universe, policy, clamp and decision engine, loaded once.
+
+Every CLI verb that reads a workspace goes through :meth:`KernelSession.open`, so start-up checks
+(malformed config or policy refused with file and field) happen in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cyntra import clock
+from cyntra.control.controller import ExplorationController
+from cyntra.errors import ConfigError
+from cyntra.kernel.config import KernelConfig, load_config
+from cyntra.kernel.heuristic import HeuristicContext, UniverseLimits, heuristic_plan
+from cyntra.kernel.plan import DispatchPlan
+from cyntra.kernel.routing import expand, route, rule_matches
+from cyntra.kernel.scheduler import ScheduleResult, schedule_cycle
+from cyntra.planner.action_space import ActionSpace
+from cyntra.state.graph import IssueGraph
+from cyntra.state.issue import Issue
+from cyntra.state.store import BeadsStore, IssueSet
+from cyntra.strategy.base import StrategyContext, StrategyEnv
+from cyntra.strategy.clamp import Clamp
+from cyntra.strategy.engine import Decision, DecisionEngine
+from cyntra.strategy.policy import LoadedPolicy, bundled_default_policy_path, load_policy
+from cyntra.universe import LoadedUniverse, list_universes, load_universe
+from cyntra.workspace import Workspace
+
+
+@dataclass
+class CyclePlan:
+    schedule: ScheduleResult
+    decisions: dict[str, Decision] = field(default_factory=dict)
+
+    def scheduled_decisions(self) -> list[Decision]:
+        return [self.decisions[s.issue_id] for s in self.schedule.scheduled if s.issue_id in self.decisions]
+
+
+@dataclass
+class KernelSession:
+    workspace: Workspace
+    config: KernelConfig
+    warnings: list[str]
+    universe: LoadedUniverse | None
+    limits: UniverseLimits
+    space: ActionSpace
+    policy: LoadedPolicy
+    clamp: Clamp
+    store: BeadsStore
+    _engine: DecisionEngine | None = None
+
+    @classmethod
+    def open(
+        cls,
+        root: str | Path,
+        *,
+        universe_id: str | None = None,
+        strategy: str | None = None,
+        checkpoint: str | None = None,
+        config: KernelConfig | None = None,
+    ) -> KernelSession:
+        ws = Workspace.at(root)
+        warnings: list[str] = []
+        if config is None:
+            config, warnings = load_config(ws.config_path)
+        updates: dict[str, Any] = {}
+        if strategy is not None:
+            updates["strategy"] = strategy
+        if checkpoint is not None:
+            updates["planner"] = config.planner.model_copy(update={"checkpoint": checkpoint})
+        if updates:
+            config = config.model_copy(update=updates)
+
+        uid = universe_id or config.universe
+        universe = load_universe(ws.root, uid) if uid else None
+        if universe is None and universe_id is None and config.universe is None:
+            found = list_universes(ws.root)
+            if len(found) == 1:  # one universe in the workspace: it is the context
+                universe = load_universe(ws.root, found[0])
+        if universe is not None:
+            limits = UniverseLimits.from_policies(universe.universe.policies.model_dump(exclude_none=True))
+            space = universe.action_space()
+        else:
+            limits = UniverseLimits()
+            space = ActionSpace()
+
+        if config.policy:
+            policy_path = Path(config.policy)
+            if not policy_path.is_absolute():
+                policy_path = ws.root / policy_path
+            if not policy_path.is_file():
+                raise ConfigError(ws.config_path, f"policy file {policy_path} not found", field="policy")
+            policy = load_policy(policy_path)
+        else:
+            policy = load_policy(bundled_default_policy_path())
+        clamp = Clamp(
+            policy.policy,
+            space,
+            rule_matches,
+            universe_max_run_minutes=limits.max_run_minutes,
+            universe_max_concurrent_workcells=limits.max_concurrent_workcells,
+        )
+        return cls(ws, config, warnings, universe, limits, space, policy, clamp, BeadsStore(ws.root))
+
+    @property
+    def universe_id(self) -> str | None:
+        return self.universe.universe_id if self.universe is not None else None
+
+    @property
+    def engine(self) -> DecisionEngine:
+        if self._engine is None:
+            env = StrategyEnv(workspace=self.workspace.root, config=self.config, space=self.space,
+                              options={"universe": self.universe})
+            self._engine = DecisionEngine(env=env, clamp=self.clamp, policy=self.policy)
+        return self._engine
+
+    def strategy_contexts(
+        self, issues: list[Issue], ctx: HeuristicContext, now: datetime
+    ) -> list[StrategyContext]:
+        out = []
+        for issue in issues:
+            plan = heuristic_plan(issue, ctx)
+            r = route(issue, ctx.rules, self.config)
+            serial = list(r.candidates)
+            use = list(r.rule.rule.use) if r.rule is not None else serial[:1]
+            speculate = expand(self.config, use, self.config.toolchain_priority)
+            out.append(
+                StrategyContext(
+                    issue=issue,
+                    heuristic=plan,
+                    serial_toolchains=plan.toolchains if not plan.speculate else serial,
+                    speculate_toolchains=plan.toolchains if plan.speculate else speculate,
+                    now=now,
+                    extras={"universe_id": self.universe_id},
+                )
+            )
+        return out
+
+    def plan_cycle(
+        self,
+        issue_set: IssueSet | None = None,
+        *,
+        issues: Mapping[str, Issue] | None = None,
+        deps: list[tuple[str, str, str]] | None = None,
+        speculate: bool = False,
+        max_concurrent: int | None = None,
+        only_issue: str | None = None,
+        now: datetime | None = None,
+    ) -> CyclePlan:
+        """Schedule one cycle; every plan goes through the decision engine and the clamp.
+
+        Pass an ``IssueSet`` (CLI) or ``issues``/``deps`` (the runner's in-memory active set).
+        """
+        at = now or clock.now()
+        if issue_set is not None:
+            issues = issue_set.issues
+            deps = [(d.from_, d.to, d.type) for d in issue_set.deps]
+        assert issues is not None
+        dep_list = deps or []
+        graph = IssueGraph(issues, dep_list)
+        controller = ExplorationController(self.config.control, self.workspace.root)
+        hctx = HeuristicContext.create(self.config, universe=self.limits, graph=graph, controller=controller,
+                                       action_space=self.space, speculate=speculate)
+        decisions: dict[str, Decision] = {}
+
+        def plan_fn(batch: list[Issue]) -> dict[str, DispatchPlan]:
+            ctxs = self.strategy_contexts(batch, hctx, at)
+            out: dict[str, DispatchPlan] = {}
+            for d in self.engine.decide(ctxs):
+                decisions[d.record.issue_id] = d
+                out[d.record.issue_id] = d.plan
+            return out
+
+        schedule = schedule_cycle(
+            issues, dep_list, self.config, self.workspace.root,
+            universe=self.limits, speculate=speculate, max_concurrent=max_concurrent,
+            only_issue=only_issue, plan_fn=plan_fn, now=at, graph=graph, action_space=self.space,
+        )
+        return CyclePlan(schedule=schedule, decisions=decisions)
