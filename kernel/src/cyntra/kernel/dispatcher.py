@@ -282,10 +282,12 @@ class Dispatcher:
                                            cfg.gates.retry_flaky, self.env)
         else:
             verification = Verification(all_passed=False, blocking_failures=[f"agent:{result.status}"])
-        changes, diff_lines = await asyncio.to_thread(self.manager.diff_stats, wc)
         head = None
         if wc.backend == "git":
+            changes, diff_lines = await asyncio.to_thread(self.manager.diff_stats, wc)
             head = await asyncio.to_thread(self.manager.commit_all, wc, f"cyntra: {issue.id} via {toolchain}")
+        else:
+            changes, diff_lines = self.manager.diff_stats(wc)
         proof = Proof(
             workcell_id=wc.id,
             issue_id=issue.id,
@@ -311,9 +313,7 @@ class Dispatcher:
 
     async def _archive(self, wc: Workcell, loser: bool) -> Path | None:
         def work() -> Path:
-            path = self.manager.archive(wc, loser=loser)
-            self.manager.cleanup(wc)
-            return path
+            return self.manager.archive_and_remove(wc, loser=loser)
 
         if self.manager.backend == "git":
             return await asyncio.to_thread(work)

@@ -18,7 +18,7 @@ from cyntra.errors import ConfigError
 from cyntra.kernel.config import KernelConfig, load_config
 from cyntra.kernel.heuristic import HeuristicContext, UniverseLimits, heuristic_plan
 from cyntra.kernel.plan import DispatchPlan
-from cyntra.kernel.routing import expand, route, rule_matches
+from cyntra.kernel.routing import EffectiveRule, effective_rules, expand, route, rule_matches
 from cyntra.kernel.scheduler import ScheduleResult, schedule_cycle
 from cyntra.planner.action_space import ActionSpace
 from cyntra.state.graph import IssueGraph
@@ -119,16 +119,21 @@ class KernelSession:
             self._engine = DecisionEngine(env=env, clamp=self.clamp, policy=self.policy)
         return self._engine
 
+    def routed_lists(self, issue: Issue, rules: list[EffectiveRule] | None = None) -> tuple[list[str], list[str]]:
+        """(serial order, speculate order) of toolchains routing gives this issue."""
+        rules = rules if rules is not None else effective_rules(self.config, self.limits.routing_overrides)
+        r = route(issue, rules, self.config)
+        serial = list(r.candidates)
+        use = list(r.rule.rule.use) if r.rule is not None else serial[:1]
+        return serial, expand(self.config, use, self.config.toolchain_priority)
+
     def strategy_contexts(
         self, issues: list[Issue], ctx: HeuristicContext, now: datetime
     ) -> list[StrategyContext]:
         out = []
         for issue in issues:
             plan = heuristic_plan(issue, ctx)
-            r = route(issue, ctx.rules, self.config)
-            serial = list(r.candidates)
-            use = list(r.rule.rule.use) if r.rule is not None else serial[:1]
-            speculate = expand(self.config, use, self.config.toolchain_priority)
+            serial, speculate = self.routed_lists(issue, ctx.rules)
             out.append(
                 StrategyContext(
                     issue=issue,

@@ -176,18 +176,17 @@ async def run_gate(
 ) -> GateResult:
     """Run one gate, retrying a plain failure up to ``retry_flaky`` times (not a timeout, not a
     missing command: those would only fail again, slower). The log keeps every attempt."""
-    log_path = gate_log_path(logs_dir, name)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     scheme = _scheme_of(command)
-    if scheme is not None:
+    if scheme is not None:  # judged in-process; its verdict is the whole log, kept in the proof
         fn, arg = scheme
         try:
-            ok, note = fn(name, arg, Path(workcell_path))
-        except Exception as exc:  # a broken scheme is a failed gate, never a crash
-            ok, note = False, f"{type(exc).__name__}: {exc}"
-        log_path.write_text(f"[cyntra] gate {name}: {command}\n{note}\n", encoding="utf-8")
+            ok, _note = fn(name, arg, Path(workcell_path))
+        except Exception:  # a broken scheme is a failed gate, never a crash
+            ok = False
         return GateResult(passed=ok, exit_code=0 if ok else 1, duration_ms=0, command=command,
-                          log_path=str(log_path), timed_out=False, attempts=1)
+                          log_path=None, timed_out=False, attempts=1)
+    log_path = gate_log_path(logs_dir, name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **(env or {})}
     started = time.monotonic()
     attempts = 0

@@ -400,6 +400,44 @@ class WorkcellManager:
             raise
         return dest
 
+    def archive_and_remove(self, wc: Workcell, loser: bool = False) -> Path:
+        """Archive the workcell and remove it.
+
+        A plain-directory workcell is *moved* into the archive (one atomic rename, no copy): its
+        whole tree — artifacts, logs and what the toolchain wrote — becomes the archive. Git
+        workcells are copied (with ``patch.diff``) and the worktree and branch are removed.
+        """
+        if wc.backend != "directory" or not wc.path.is_dir():
+            dest = self.archive(wc, loser=loser)
+            self.cleanup(wc)
+            return dest
+        self.archive_root.mkdir(parents=True, exist_ok=True)
+        dest = self.archive_root / wc.id
+        if dest.exists():  # re-archiving replaces, as archive() does
+            dest = self.archive(wc, loser=loser)
+            self.cleanup(wc)
+            return dest
+        files = sorted(
+            p.relative_to(wc.path).as_posix() + ("/" if p.is_dir() else "")
+            for p in wc.path.iterdir() if p.name != MARKER_NAME
+        )
+        (wc.path / "workcell.json").write_text(dumps_json(wc.to_marker()), encoding="utf-8")
+        meta = {
+            "workcell_id": wc.id,
+            "issue_id": wc.issue_id,
+            "loser": loser,
+            "archived_at": clock.now_iso(),
+            "backend": wc.backend,
+            "branch": None,
+            "base_commit": None,
+            "files": sorted([*files, "workcell.json"]),
+        }
+        (wc.path / ARCHIVE_META).write_text(dumps_json(meta), encoding="utf-8")
+        with contextlib.suppress(FileNotFoundError):
+            (wc.path / MARKER_NAME).unlink()  # no longer an active workcell
+        os.rename(wc.path, dest)
+        return dest
+
     def cleanup(self, wc: Workcell) -> None:
         """Remove the workcell: worktree + branch for git, the directory otherwise."""
         if wc.backend == "directory":
