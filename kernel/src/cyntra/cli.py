@@ -222,6 +222,86 @@ def _dry_run(session: Any, *, issue_id: str | None, max_concurrent: int | None, 
         err_console.print(f"[yellow]warning:[/yellow] {w}")
 
 
+@main.command()
+@workspace_option
+@click.option("--limit", type=int, default=30, show_default=True, help="Archived workcells to list (newest first).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def workcells(workspace: Path, limit: int, as_json: bool) -> None:
+    """Active workcells and the most recent archives."""
+    from cyntra.workcell import WorkcellManager
+
+    ws = Workspace.at(workspace)
+    manager = WorkcellManager(ws.root, "directory" if not (ws.root / ".git").exists() else "auto")
+    active = [{"workcell_id": w.id, "issue_id": w.issue_id, "backend": w.backend, "path": str(w.path),
+               "created": w.created.isoformat()} for w in manager.list_active()]
+    archived = []
+    for wid in sorted(manager.list_archived(), reverse=True)[:limit]:
+        meta_path = ws.archives_dir / wid / "archive_meta.json"
+        proof_path = ws.archives_dir / wid / "proof.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        proof = json.loads(proof_path.read_text()) if proof_path.is_file() else {}
+        archived.append({
+            "workcell_id": wid, "issue_id": meta.get("issue_id"), "loser": meta.get("loser"),
+            "archived_at": meta.get("archived_at"), "status": proof.get("status"),
+            "toolchain": (proof.get("metadata") or {}).get("toolchain"),
+            "gates_passed": (proof.get("verification") or {}).get("all_passed"),
+        })
+    if as_json:
+        _emit_json({"active": active, "archived": archived, "archived_total": len(manager.list_archived())})
+        return
+    console.print(f"[bold]active[/bold] ({len(active)})")
+    for a in active:
+        console.print(f"  {a['workcell_id']}  issue {a['issue_id']}  {a['backend']}")
+    t = Table(title=f"archived (newest {len(archived)} of {len(manager.list_archived())})")
+    for col in ("workcell", "issue", "toolchain", "status", "gates", "loser", "archived"):
+        t.add_column(col)
+    for a in archived:
+        t.add_row(a["workcell_id"], str(a["issue_id"]), str(a["toolchain"]), str(a["status"]),
+                  "pass" if a["gates_passed"] else "fail", "yes" if a["loser"] else "", str(a["archived_at"]))
+    console.print(t)
+
+
+@main.command()
+@workspace_option
+@click.option("--issue", "issue_id", default=None, help="Only this issue.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def history(workspace: Path, issue_id: str | None, limit: int, as_json: bool) -> None:
+    """Decisions and their outcomes, from the decisions ledger."""
+    from cyntra.strategy.ledger import Ledger
+
+    ws = Workspace.at(workspace)
+    contents = Ledger(ws.decisions_dir).read()
+    rows = []
+    for j in contents.joined():
+        d, o = j.decision, j.outcome
+        if issue_id is not None and d.issue_id != issue_id:
+            continue
+        rows.append({
+            "decision_id": d.decision_id, "issue_id": d.issue_id, "timestamp": d.timestamp, "mode": d.mode,
+            "applied": d.applied.action.label(), "source": d.applied.source, "toolchains": d.applied.toolchains,
+            "propensity": d.propensity, "fallback_reason": d.fallback_reason,
+            "candidate": d.candidate.action.label() if d.candidate and d.candidate.action else None,
+            "status": o.status if o else "running", "gates_passed": o.gates_passed if o else None,
+            "cost_usd": o.cost_usd if o else None, "duration_ms": o.duration_ms if o else None,
+            "utility": o.utility if o else None,
+        })
+    rows = rows[-limit:]
+    if as_json:
+        _emit_json({"decisions": rows, "problems": contents.problems})
+        return
+    t = Table(title=f"history{' of issue ' + issue_id if issue_id else ''} ({len(rows)} decisions)")
+    for col in ("time", "issue", "plan", "by", "toolchains", "status", "cost", "utility"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["timestamp"][:19], r["issue_id"], r["applied"], r["source"], ",".join(r["toolchains"]),
+                  r["status"], "" if r["cost_usd"] is None else f"${r['cost_usd']:.2f}",
+                  "" if r["utility"] is None else f"{r['utility']:.2f}")
+    console.print(t)
+    for p in contents.problems:
+        err_console.print(f"[yellow]ledger:[/yellow] {p}")
+
+
 def _mount_subcommands() -> None:
     from cyntra.sim.cli import sim_group
 

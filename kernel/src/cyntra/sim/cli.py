@@ -130,7 +130,7 @@ def sim_oracle(workspace: Path, issue_id: str, as_json: bool) -> None:
     heur = cycle.decisions[issue_id].record.heuristic.action if issue_id in cycle.decisions else None
     best = max(rows, key=lambda r: r[1])
     heur_eu = next((r[1] for r in rows if heur is not None and r[0] == heur), None)
-    data = {
+    data: dict[str, Any] = {
         "issue_id": issue_id,
         "plans": [{"action": r[0].label(), "expected_utility": r[1], "p_pass": r[2], "expected_cost": r[3],
                    "expected_wall_minutes": r[4]} for r in sorted(rows, key=lambda r: -r[1])],
