@@ -303,9 +303,11 @@ def history(workspace: Path, issue_id: str | None, limit: int, as_json: bool) ->
 
 
 def _mount_subcommands() -> None:
+    from cyntra.planner.cli import planner
     from cyntra.sim.cli import sim_group
 
     main.add_command(sim_group)
+    main.add_command(planner)
 
 
 _mount_subcommands()

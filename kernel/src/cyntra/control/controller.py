@@ -89,15 +89,15 @@ class ExplorationController:
             return "control.enabled is false"
         path = self.report_path
         if path is None or not path.exists():
-            return f"no dynamics report at {path}" if path else "no workspace"
+            return f"no dynamics report at {REPORT_PATH.as_posix()}" if path else "no workspace"
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             self.warnings.append(f"{path}: unreadable dynamics report ({exc}); control disabled")
-            return f"unreadable dynamics report {path}"
+            return f"unreadable dynamics report {REPORT_PATH.as_posix()}"
         if not isinstance(data, dict):
             self.warnings.append(f"{path}: dynamics report must be a JSON object; control disabled")
-            return f"unreadable dynamics report {path}"
+            return f"unreadable dynamics report {REPORT_PATH.as_posix()}"
         if "action_rate" in data:
             self.default_rate = _rate(data["action_rate"])
             if self.default_rate is None:

@@ -239,7 +239,7 @@ class Dispatcher:
             plan=PlanSpec(swarm_id=plan.action.swarm_id, parallelism=plan.action.parallelism,
                           max_run_minutes=plan.action.max_run_minutes, max_candidates=plan.action.max_candidates,
                           toolchains=plan.candidate_toolchains(), candidate_index=index),
-            planner=record.model_dump(mode="json"),
+            planner=archived_record(record),
             universe_id=self.universe_id,
             created_at=clock.now(),
             branch=wc.branch,
@@ -322,9 +322,24 @@ class Dispatcher:
     def _write_rollout(self, run: CandidateRun, record: DecisionRecord) -> None:
         rollout = build_rollout_model(
             run.manifest, run.proof, "telemetry.jsonl", "manifest.json",
-            planner=record.model_dump(mode="json"), proof_path="proof.json",
+            planner=archived_record(record), proof_path="proof.json",
         )
         write_rollout(run.workcell.path / "rollout.json", rollout)
+
+
+def archived_record(record: DecisionRecord) -> dict[str, Any]:
+    """The decision record as archived with the run.
+
+    In a simulated history the archives are a pure function of (profile, seed): wall-clock
+    measurements of the strategies (``latency_ms``) are kept out of them and live in the ledger
+    and the structlog stream only. Real runs archive the full record.
+    """
+    data = record.model_dump(mode="json")
+    if clock.is_virtual():
+        for side in ("heuristic", "candidate"):
+            if isinstance(data.get(side), dict):
+                data[side]["latency_ms"] = None
+    return data
 
 
 def _budget_seconds(plan_minutes: int, hard_cap_minutes: float | None) -> float:

@@ -227,11 +227,11 @@ class Kernel:
         self.manager = WorkcellManager(self.ws.root, backend)
         self.events = EventLog(self.ws.root)
         self.ledger = Ledger(self.ws.decisions_dir)
-        self.on_archived: Callable[[Path], None] | None = None
         self.on_dispatched = on_dispatched
         self.progress = progress
         env = session.universe.determinism_env() if session.universe is not None else {}
-        self.dispatcher = Dispatcher(self.ws.root, self.config, self.manager, session.universe_id, dict(env))
+        self.dispatcher = Dispatcher(self.ws.root, self.config, self.manager, session.universe_id, dict(env),
+                                     on_archived=_index_hook(session))
         self._seq = 0
 
     # -- recovery ------------------------------------------------------------------------
@@ -479,19 +479,15 @@ def run_kernel(session: KernelSession, *, once: bool = True, watch: bool = False
 
         with sim_context(session):
             kernel = Kernel(session, progress=progress)
-            kernel.on_archived = _index_hook(session)
             return asyncio.run(kernel.run(once=once, until_idle=until_idle, watch=watch, issue_id=issue_id,
                                           max_concurrent=max_concurrent, speculate=speculate))
 
 
-def _index_hook(session: KernelSession) -> Callable[[Path], None] | None:
+def _index_hook(session: KernelSession) -> Callable[[Path], None]:
     """Feed each archived run into the similar-runs index (when that module is present)."""
-    try:
-        from cyntra.planner.index import SimilarRunsIndex
-        from cyntra.planner.run_summary import summarize_archive
-    except ImportError:
-        return None
-    index = SimilarRunsIndex(session.workspace)
+    from cyntra.planner.run_summary import summarize_archive
+
+    index = session.index
 
     def hook(path: Path) -> None:
         try:

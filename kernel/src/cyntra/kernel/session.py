@@ -21,6 +21,7 @@ from cyntra.kernel.plan import DispatchPlan
 from cyntra.kernel.routing import EffectiveRule, effective_rules, expand, route, rule_matches
 from cyntra.kernel.scheduler import ScheduleResult, schedule_cycle
 from cyntra.planner.action_space import ActionSpace
+from cyntra.planner.planner_input import planner_input_hash
 from cyntra.state.graph import IssueGraph
 from cyntra.state.issue import Issue
 from cyntra.state.store import BeadsStore, IssueSet
@@ -53,6 +54,7 @@ class KernelSession:
     clamp: Clamp
     store: BeadsStore
     _engine: DecisionEngine | None = None
+    _index: Any = None
 
     @classmethod
     def open(
@@ -112,6 +114,27 @@ class KernelSession:
         return self.universe.universe_id if self.universe is not None else None
 
     @property
+    def index(self) -> Any:
+        """The workspace's similar-runs index (loaded once, fed by the runner as runs archive)."""
+        if self._index is None:
+            from cyntra.planner.index import SimilarRunsIndex
+
+            self._index = SimilarRunsIndex(self.workspace)
+        return self._index
+
+    def planner_input(self, issue: Issue, now: datetime, *, job_type: str = "code",
+                      world_id: str | None = None, objective_id: str | None = None) -> Any:
+        """planner_input.v1 for a live decision — the same builder the dataset uses."""
+        from cyntra.planner.planner_input import build_planner_input, universe_inputs
+
+        defaults, policies = universe_inputs(self.universe)
+        return build_planner_input(
+            issue, now, index=self.index, universe_id=self.universe_id, job_type=job_type, world_id=world_id,
+            objective_id=objective_id, universe_defaults=defaults, universe_policies=policies,
+            n_similar=self.config.planner.n_similar,
+        )
+
+    @property
     def engine(self) -> DecisionEngine:
         if self._engine is None:
             env = StrategyEnv(workspace=self.workspace.root, config=self.config, space=self.space,
@@ -134,6 +157,7 @@ class KernelSession:
         for issue in issues:
             plan = heuristic_plan(issue, ctx)
             serial, speculate = self.routed_lists(issue, ctx.rules)
+            pi = self.planner_input(issue, now)
             out.append(
                 StrategyContext(
                     issue=issue,
@@ -141,7 +165,9 @@ class KernelSession:
                     serial_toolchains=plan.toolchains if not plan.speculate else serial,
                     speculate_toolchains=plan.toolchains if plan.speculate else speculate,
                     now=now,
-                    extras={"universe_id": self.universe_id},
+                    planner_input=pi.model_dump(mode="json"),
+                    extras={"universe_id": self.universe_id, "planner_input_hash": planner_input_hash(pi),
+                            "planner_input_model": pi},
                 )
             )
         return out
