@@ -1,0 +1,179 @@
+"""URM encoder: shapes, padding invariance, loop re-injection, truncated backprop; decoding validity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch import Tensor  # noqa: E402
+
+from cyntra.planner.action_space import ActionSpace  # noqa: E402
+from planner_model.calibration import ece, fit_temperature, joint_nll  # noqa: E402
+from planner_model.config import URMConfig  # noqa: E402
+from planner_model.decode import decode, fast_decode  # noqa: E402
+from planner_model.model import URM, flops_per_example  # noqa: E402
+
+HEADS = [("swarm_id", 2), ("parallelism", 3), ("max_run_minutes", 4), ("max_candidates", 3)]
+
+
+def tiny(**kw: object) -> URMConfig:
+    base: dict[str, object] = {"vocab_size": 50, "heads": HEADS, "seq_len": 24, "hidden": 16, "n_heads": 2, "layers": 1, "loops": 3, "grad_loops": 1, "n_actions": 20}
+    base.update(kw)
+    return URMConfig(**base)  # type: ignore[arg-type]
+
+
+def ids_batch(seed: int = 0, n: int = 4, length: int = 24) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, 50, (n, length), generator=g)
+    ids[:, 0] = 2
+    for i in range(n):
+        ids[i, 6 + 3 * i :] = 0
+    out: Tensor = ids
+    return out
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_forward_shapes(pool: str) -> None:
+    torch.manual_seed(0)
+    model = URM(tiny(pool=pool)).eval()
+    logits, values = model(ids_batch())
+    assert [tuple(x.shape) for x in logits.values()] == [(4, 2), (4, 3), (4, 4), (4, 3)]
+    assert values is not None and tuple(values.shape) == (4, 20)
+    assert flops_per_example(model.cfg) > 0
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_padding_does_not_change_pooled_output(pool: str) -> None:
+    """The same tokens padded to 24 or to 12, alone or beside a longer row: same pooled vector."""
+    torch.manual_seed(0)
+    model = URM(tiny(pool=pool)).eval()
+    ids = ids_batch()
+    short = ids[:1, :12]  # row 0 has 6 real tokens
+    with torch.no_grad():
+        full = model.encode(ids)[0]
+        alone = model.encode(short)[0]
+        changed_pad = ids.clone()
+        changed_pad[0, 6:] = 0
+        mixed = model.encode(changed_pad)[0]
+    torch.testing.assert_close(full, alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(full, mixed, atol=1e-5, rtol=1e-5)
+    # and a real token beyond the pad boundary would change it (the mask is what protects it)
+    with torch.no_grad():
+        other = ids.clone()
+        other[0, 7] = 9
+        assert not torch.allclose(model.encode(other)[0], full)
+
+
+def test_loops_reinject_input_embedding() -> None:
+    torch.manual_seed(0)
+    model = URM(tiny(loops=3, layers=1)).eval()
+    ids = ids_batch()
+    inputs: list[Tensor] = []
+    outputs: list[Tensor] = []
+
+    def hook(_m: object, args: tuple[Tensor, ...], out: Tensor) -> None:
+        inputs.append(args[0].detach())
+        outputs.append(out.detach())
+
+    model.blocks[0].register_forward_hook(hook)
+    with torch.no_grad():
+        model.encode(ids)
+        x_emb = model.embed(ids[:, : int((ids != 0).sum(1).max())]) * model.embed_scale
+    assert len(inputs) == 3
+    torch.testing.assert_close(inputs[0], x_emb)
+    for k in (1, 2):
+        torch.testing.assert_close(inputs[k], outputs[k - 1] + x_emb)
+
+
+def test_gradients_only_through_last_loops() -> None:
+    ids = ids_batch()
+    grad_enabled: list[bool] = []
+
+    def grads(grad_loops: int) -> dict[str, Tensor]:
+        torch.manual_seed(0)
+        model = URM(tiny(loops=4, grad_loops=grad_loops))
+
+        def hook(_m: object, _a: object, out: Tensor) -> None:
+            grad_enabled.append(out.requires_grad)
+
+        model.blocks[0].register_forward_hook(hook)
+        logits, _ = model(ids)
+        sum(x.sum() for x in logits.values()).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    g1 = grads(1)
+    assert grad_enabled == [False, False, False, True]
+    grad_enabled.clear()
+    g4 = grads(4)
+    assert grad_enabled == [True] * 4
+    assert not torch.allclose(g1["blocks.0.attn.qkv.weight"], g4["blocks.0.attn.qkv.weight"])
+
+
+def test_config_validation_and_round_trip() -> None:
+    cfg = tiny()
+    assert URMConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="grad_loops"):
+        tiny(grad_loops=5)
+    with pytest.raises(ValueError, match="conv_kernel"):
+        tiny(conv_kernel=4)
+
+
+def _table() -> tuple[list[str], np.ndarray, dict[str, list[object]]]:
+    space = ActionSpace()
+    heads: dict[str, list[object]] = {"swarm_id": list(space.swarms), "parallelism": [1, 2, 3], "max_run_minutes": [15, 30, 60, 120], "max_candidates": [1, 2, 3]}
+    table = np.array([[heads[f].index(getattr(a, f)) for f in heads] for a in space.actions])
+    return [a.label() for a in space.actions], table, heads
+
+
+def test_decode_emits_only_valid_tuples_even_when_heads_prefer_invalid() -> None:
+    actions, table, heads = _table()
+    space = ActionSpace()
+    rng = np.random.default_rng(0)
+    logits = {name: rng.normal(0, 3, size=(200, len(v))) for name, v in heads.items()}
+    # heads alone would pick serial_handoff with parallelism 3: invalid
+    logits["swarm_id"][:, heads["swarm_id"].index("serial_handoff")] += 40
+    logits["parallelism"][:, 2] += 20
+    decisions = decode(logits, heads, actions, table)
+    valid = {a.label() for a in space.actions}
+    assert all(d.action in valid for d in decisions)
+    assert all(d.action.startswith("serial_handoff/p1/") for d in decisions)
+    assert all(abs(sum(d.joint) - 1) < 1e-9 and 0 < d.confidence <= 1 for d in decisions)
+    assert set(decisions[0].head_probs["parallelism"]) == {"1", "2", "3"}
+
+
+def test_decode_respects_allowed_mask() -> None:
+    actions, table, heads = _table()
+    rng = np.random.default_rng(1)
+    logits = {name: rng.normal(0, 3, size=(50, len(v))) for name, v in heads.items()}
+    allowed = np.array(["/15m/" in a or "/30m/" in a for a in actions])
+    decisions = decode(logits, heads, actions, table, allowed=allowed)
+    assert all(("/15m/" in d.action or "/30m/" in d.action) for d in decisions)
+    assert all(abs(sum(p for p, ok in zip(d.joint, allowed, strict=True) if ok) - 1) < 1e-9 for d in decisions)
+    best, _conf = fast_decode(list(logits.values()), table, allowed=allowed)
+    assert [d.action_index for d in decisions] == best.tolist()
+    with pytest.raises(ValueError):
+        decode(logits, heads, actions, table, allowed=np.zeros(len(actions), dtype=bool))
+
+
+def test_ece_on_known_inputs() -> None:
+    # two bins: conf 0.9 with accuracy 0.5 (gap 0.4), conf 0.3 with accuracy 0.3 (gap 0)
+    conf = np.array([0.9] * 10 + [0.3] * 10)
+    correct = np.array([1] * 5 + [0] * 5 + [1] * 3 + [0] * 7)
+    assert ece(conf, correct, n_bins=15) == pytest.approx(0.5 * 0.4)
+    assert ece(np.array([1.0, 1.0]), np.array([1, 1])) == pytest.approx(0.0)
+
+
+def test_temperature_scaling_reduces_nll_on_overconfident_toy() -> None:
+    _, table, heads = _table()
+    rng = np.random.default_rng(0)
+    n = 2000
+    targets = rng.integers(0, len(table), size=n)
+    true_logits = [rng.normal(0, 1, size=(n, len(v))) for v in heads.values()]
+    for h in range(4):
+        true_logits[h][np.arange(n), table[targets, h]] += 1.0
+    overconfident = [x * 6.0 for x in true_logits]
+    t = fit_temperature(overconfident, table, targets)
+    assert t > 2.0
+    assert joint_nll(overconfident, table, targets, t) < joint_nll(overconfident, table, targets, 1.0) - 0.1

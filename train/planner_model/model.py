@@ -1,0 +1,164 @@
+"""The URM encoder (Universal Reasoning Model, arXiv 2512.14693), sized for a planner.
+
+Token embedding × √hidden → a stack of post-norm blocks (bidirectional attention with rotary
+positions, then ConvSwiGLU) applied recurrently for ``loops`` iterations with the input embedding
+re-injected each loop; only the last ``grad_loops`` loops are differentiated (truncated backprop
+through loops). A pooled vector feeds one classification head per action field and an optional
+value head Q(x, a).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from planner_model.config import URMConfig
+
+
+def rotary_table(seq_len: int, head_dim: int, base: float) -> Tensor:
+    """Unit complex rotations [seq_len, head_dim // 2] for rotary embeddings on (even, odd) pairs."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def apply_rotary(x: Tensor, rot: Tensor) -> Tensor:
+    """Rotate each (even, odd) feature pair of ``x`` [..., L, head_dim] by its position's angle.
+
+    One complex multiply instead of the rotate-half cat/neg/mul/add: cheaper on a small CPU.
+    """
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2).contiguous())
+    return torch.view_as_real(pairs * rot).flatten(-2).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Bidirectional multi-head attention; pad keys are masked out."""
+
+    def __init__(self, cfg: URMConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.head_dim = cfg.hidden // cfg.n_heads
+        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden, bias=False)
+        self.out = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
+
+    def forward(self, x: Tensor, rot: Tensor, key_mask: Tensor) -> Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = apply_rotary(q, rot), apply_rotary(k, rot)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+        out: Tensor = self.out(y.transpose(1, 2).reshape(b, n, d))
+        return out
+
+
+class ConvSwiGLU(nn.Module):
+    """SwiGLU whose gated hidden is mixed along the sequence by a short depthwise convolution."""
+
+    def __init__(self, cfg: URMConfig) -> None:
+        super().__init__()
+        inner = int(cfg.expansion * cfg.hidden)
+        self.gate_up = nn.Linear(cfg.hidden, 2 * inner, bias=False)
+        self.conv = nn.Conv1d(
+            inner, inner, cfg.conv_kernel, padding=cfg.conv_kernel // 2, groups=inner, bias=False
+        )
+        self.down = nn.Linear(inner, cfg.hidden, bias=False)
+
+    def forward(self, x: Tensor, pad_mask: Tensor) -> Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        h = F.silu(gate) * up * pad_mask  # pad positions contribute nothing to their neighbours
+        h = self.conv(h.transpose(1, 2)).transpose(1, 2)
+        out: Tensor = self.down(h)
+        return out
+
+
+class Block(nn.Module):
+    """Post-norm transformer block: x = norm(x + attn(x)); x = norm(x + ConvSwiGLU(x))."""
+
+    def __init__(self, cfg: URMConfig) -> None:
+        super().__init__()
+        self.attn = Attention(cfg)
+        self.norm1 = nn.RMSNorm(cfg.hidden, eps=cfg.norm_eps)
+        self.mlp = ConvSwiGLU(cfg)
+        self.norm2 = nn.RMSNorm(cfg.hidden, eps=cfg.norm_eps)
+
+    def forward(self, x: Tensor, rot: Tensor, key_mask: Tensor, pad_mask: Tensor) -> Tensor:
+        x = self.norm1(x + self.attn(x, rot, key_mask))
+        out: Tensor = self.norm2(x + self.mlp(x, pad_mask))
+        return out
+
+
+class URM(nn.Module):
+    """The planner model: token ids [B, L] → per-head logits (+ optional per-action values)."""
+
+    def __init__(self, cfg: URMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden, padding_idx=0)
+        self.embed_scale = math.sqrt(cfg.hidden)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.heads = nn.ModuleDict({name: nn.Linear(cfg.hidden, n) for name, n in cfg.heads})
+        self.value = nn.Linear(cfg.hidden, cfg.n_actions) if cfg.n_actions > 0 else None
+        self.rope: Tensor
+        rope = rotary_table(cfg.seq_len, cfg.hidden // cfg.n_heads, cfg.rope_base)
+        self.register_buffer("rope", rope, persistent=False)
+        # Unit-variance input after the √hidden scale (as in URM); the pad row stays zero.
+        nn.init.normal_(self.embed.weight, std=1.0 / self.embed_scale)
+        with torch.no_grad():
+            self.embed.weight[0].zero_()
+
+    def _loop(self, h: Tensor, x_emb: Tensor, rot: Tensor, masks: tuple[Tensor, Tensor]) -> Tensor:
+        h = h + x_emb  # re-inject the input every loop
+        for block in self.blocks:
+            h = block(h, rot, masks[0], masks[1])
+        return h
+
+    def encode(self, ids: Tensor) -> Tensor:
+        """Pooled representation [B, hidden]. Trailing all-pad columns are trimmed (same result)."""
+        valid = ids != 0
+        length = int(valid.sum(dim=1).max().item()) if ids.shape[0] else ids.shape[1]
+        length = max(length, 1)
+        ids, valid = ids[:, :length], valid[:, :length]
+        x_emb = self.embed(ids) * self.embed_scale
+        rot = self.rope[:length]
+        masks = (valid[:, None, None, :], valid[:, :, None].to(x_emb.dtype))
+        h = torch.zeros_like(x_emb)
+        n_free = self.cfg.loops - self.cfg.grad_loops
+        if n_free:
+            with torch.no_grad():
+                for _ in range(n_free):
+                    h = self._loop(h, x_emb, rot, masks)
+            h = h.detach()
+        for _ in range(self.cfg.grad_loops):
+            h = self._loop(h, x_emb, rot, masks)
+        if self.cfg.pool == "cls":
+            return h[:, 0]
+        weights = masks[1]
+        return (h * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+    def forward(self, ids: Tensor) -> tuple[dict[str, Tensor], Tensor | None]:
+        pooled = self.encode(ids)
+        logits = {name: head(pooled) for name, head in self.heads.items()}
+        values = self.value(pooled) if self.value is not None else None
+        return logits, values
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def flops_per_example(cfg: URMConfig, seq_len: int | None = None) -> int:
+    """Analytic forward FLOPs (2 per multiply-add) for one example of ``seq_len`` real tokens."""
+    n = seq_len or cfg.seq_len
+    d = cfg.hidden
+    inner = int(cfg.expansion * d)
+    per_block = (
+        2 * n * d * 3 * d  # qkv
+        + 2 * 2 * n * n * d  # scores + weighted sum
+        + 2 * n * d * d  # out proj
+        + 2 * n * d * 2 * inner  # gate/up
+        + 2 * n * inner * cfg.conv_kernel  # depthwise conv
+        + 2 * n * inner * d  # down
+    )
+    heads = 2 * d * (sum(n for _, n in cfg.heads) + cfg.n_actions)
+    return per_block * cfg.layers * cfg.loops + heads

@@ -1,0 +1,411 @@
+"""Training loop for the URM planner: single process or ``torchrun`` (DDP), CPU or CUDA.
+
+Output directory layout: the best checkpoint at the top level (``model.safetensors`` +
+``checkpoint.json`` + ``checkpoint.sha256``, temperature fitted on validation), ``metrics.jsonl``
+(one line per epoch) and ``resume/`` (last epoch's weights + optimizer/EMA state, for ``--resume``).
+Rank 0 alone writes files and logs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from cyntra.fsutil import append_jsonl
+from planner_model.calibration import fit_temperature
+from planner_model.checkpoint import (
+    CheckpointError,
+    load_training_state,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    read_checkpoint_meta,
+    read_verified_tensors,
+    save_checkpoint,
+    save_training_state,
+)
+from planner_model.config import TrainConfig, URMConfig
+from planner_model.data import (
+    DatasetInfo,
+    Split,
+    action_table,
+    batched_dataset,
+    labels_to_actions,
+    load_dataset_info,
+    load_split,
+    load_vocab,
+)
+from planner_model.decode import fast_decode
+from planner_model.model import URM
+
+
+@dataclass
+class DistInfo:
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_info_from_env() -> DistInfo:
+    return DistInfo(
+        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        rank=int(os.environ.get("RANK", "0")),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+    )
+
+
+def select_device(requested: str, local_rank: int = 0) -> torch.device:
+    """``auto`` = CUDA when available, else CPU; ``cuda`` without a GPU is an error, not a fallback."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda requested but CUDA is not available")
+        return torch.device("cuda", local_rank) if requested == "cuda" else torch.device(requested)
+    if requested != "cpu":
+        raise ValueError(f"unknown device {requested!r} (auto | cpu | cuda)")
+    return torch.device("cpu")
+
+
+def lr_at(step: int, total: int, tc: TrainConfig) -> float:
+    """Linear warmup then cosine decay to ``min_lr_frac`` of the peak."""
+    warmup = max(1, int(tc.warmup_frac * total))
+    if step < warmup:
+        return tc.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return tc.lr * (tc.min_lr_frac + (1 - tc.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def class_weight_tensors(train: Split, info: DatasetInfo, device: torch.device) -> list[Tensor]:
+    """Inverse-frequency weights per head (mean 1 over present classes)."""
+    labels = np.asarray(train["labels"])
+    out = []
+    for h, (_, size) in enumerate(info.head_sizes):
+        col = labels[:, h]
+        counts = np.bincount(col[col >= 0], minlength=size).astype(np.float64)
+        w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(1, (counts > 0).sum()), 0.0)
+        out.append(torch.tensor(w, dtype=torch.float32, device=device))
+    return out
+
+
+def compute_loss(
+    logits: dict[str, Tensor],
+    values: Tensor | None,
+    batch: dict[str, Tensor],
+    tc: TrainConfig,
+    class_weights: list[Tensor] | None,
+) -> Tensor:
+    """Σ_heads weighted CE (ignore -1) / Σ sample weights, + optional value-head MSE."""
+    weights = batch["weights"]
+    labels = batch["labels"]
+    total = torch.zeros((), device=weights.device)
+    for h, head_logits in enumerate(logits.values()):
+        cw = class_weights[h] if class_weights is not None else None
+        ce = F.cross_entropy(head_logits.float(), labels[:, h], weight=cw, ignore_index=-1, reduction="none")
+        valid = (labels[:, h] >= 0).float()
+        total = total + (ce * weights).sum() / (weights * valid).sum().clamp_min(1e-8)
+    if values is not None and tc.value_loss_weight > 0:
+        reward = batch["reward"]
+        observed = ~torch.isnan(reward) & (batch["action"] >= 0)
+        if observed.any():
+            pred = values.float().gather(1, batch["action"].clamp_min(0)[:, None])[:, 0]
+            mse = (pred - torch.nan_to_num(reward)) ** 2
+            total = total + tc.value_loss_weight * (mse * observed).sum() / observed.sum()
+    return total
+
+
+@torch.no_grad()
+def predict_logits(model: URM, inputs: np.ndarray, device: torch.device, batch_size: int = 1024) -> list[np.ndarray]:
+    """Per-head logits (float32 numpy) for a whole split, in head order."""
+    model.eval()
+    chunks: list[list[np.ndarray]] = []
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    for lo in range(0, len(inputs), batch_size):
+        ids = torch.from_numpy(np.asarray(inputs[lo : lo + batch_size], dtype=np.int64)).to(device)
+        with amp:
+            logits, _ = model(ids)
+        chunks.append([x.float().cpu().numpy() for x in logits.values()])
+    n_heads = len(model.cfg.heads)
+    if not chunks:
+        return [np.zeros((0, n), dtype=np.float32) for _, n in model.cfg.heads]
+    return [np.concatenate([c[h] for c in chunks]) for h in range(n_heads)]
+
+
+def evaluate_split(model: URM, split: Split, table: np.ndarray, device: torch.device) -> dict[str, Any]:
+    """Loss, per-head accuracy (of the decoded valid tuple) and exact match on one split."""
+    logits = predict_logits(model, split["inputs"], device)
+    labels = np.asarray(split["labels"])
+    nll = 0.0
+    for h, x in enumerate(logits):
+        t = torch.from_numpy(x)
+        nll += float(F.cross_entropy(t, torch.tensor(labels[:, h]), ignore_index=-1).item()) if (labels[:, h] >= 0).any() else 0.0
+    best, _ = fast_decode(logits, table)
+    decoded = table[best]
+    acc = {}
+    for h, (name, _) in enumerate(model.cfg.heads):
+        valid = labels[:, h] >= 0
+        acc[name] = float((decoded[valid, h] == labels[valid, h]).mean()) if valid.any() else float("nan")
+    targets = labels_to_actions(labels, table)
+    exact = float((best[targets >= 0] == targets[targets >= 0]).mean()) if (targets >= 0).any() else float("nan")
+    return {"loss": nll, "acc": acc, "exact_match": exact, "logits": logits, "targets": targets}
+
+
+class EMA:
+    """Exponential moving average of the weights (float32 shadow copies)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(self.decay).add_(v.detach().float(), alpha=1 - self.decay)
+            else:
+                self.shadow[k].copy_(v)
+
+
+def _progress(enabled: bool, total: int, description: str) -> Any:
+    if not enabled:
+        return None
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[loss]}"), transient=True)
+    progress.start()
+    progress.add_task(description, total=total, loss="")
+    return progress
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    best_epoch: int
+    best_metrics: dict[str, Any]
+    temperature: float
+    epochs_run: int
+    stopped_early: bool
+
+
+def train(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    tc: TrainConfig,
+    model_overrides: dict[str, Any] | None = None,
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train on ``data_dir`` and write the best checkpoint to ``out_dir`` (see module docstring).
+
+    ``stop_after`` ends this invocation after that many epochs (a time box), leaving ``resume/`` to
+    continue the same schedule later; ``tc.epochs`` always defines the LR schedule.
+    """
+    di = dist_info_from_env()
+    device = select_device(tc.device, di.local_rank)
+    if tc.num_threads > 0:
+        torch.set_num_threads(tc.num_threads)
+    distributed = di.world_size > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    else:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(tc.seed)
+    np.random.seed(tc.seed)
+
+    out = Path(out_dir)
+    info = load_dataset_info(data_dir)
+    vocab, _ = load_vocab(data_dir)  # the dataset's own vocab_sha256 is what checkpoints carry
+    table = action_table(info)
+    train_split, val_split = load_split(info, "train"), load_split(info, "val")
+    if len(train_split) == 0:
+        raise ValueError(f"{data_dir}: the train split is empty")
+
+    cfg_dict: dict[str, Any] = {"vocab_size": info.vocab_size, "heads": info.head_sizes, "seq_len": info.seq_len, "n_actions": len(info.actions)}
+    cfg_dict.update(model_overrides or {})
+    resume_dir = out / "resume"
+    state: dict[str, Any] = {}
+    resume_tensors: dict[str, Tensor] = {}
+    if resume:
+        resume_tensors, state = load_training_state(resume_dir)
+        meta = read_checkpoint_meta(resume_dir)
+        if meta.get("dataset_sha256") != info.dataset_sha256:
+            raise CheckpointError("cannot resume: the dataset changed since the run started")
+        cfg_dict = dict(meta["model_config"])
+        tc = TrainConfig.from_dict({**state["train_config"], "epochs": tc.epochs, "quiet": tc.quiet, "device": tc.device})
+    cfg = URMConfig.from_dict(cfg_dict)
+    model = URM(cfg).to(device)
+    if resume:
+        weights, _ = read_verified_tensors(resume_dir / "model.safetensors", read_checkpoint_meta(resume_dir).get("weights_sha256"))
+        model.load_state_dict(weights)
+    ddp_model: nn.Module = model
+    if distributed:
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False,
+            find_unused_parameters=cfg.n_actions > 0 and tc.value_loss_weight <= 0,
+        )
+
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=tc.lr,
+        betas=(0.9, 0.95),
+        fused=device.type == "cuda",
+    )
+    ema = EMA(model, tc.ema_decay) if tc.ema else None
+    if resume:
+        optimizer_from_flat(opt, {k: v.to(device) for k, v in resume_tensors.items() if k.startswith("opt.")}, state["optimizer"])
+        if ema is not None:
+            for k in ema.shadow:
+                if f"ema.{k}" in resume_tensors:
+                    ema.shadow[k] = resume_tensors[f"ema.{k}"].to(device)
+
+    dataset = batched_dataset(train_split)
+    sampler: DistributedSampler[dict[str, Tensor]] = DistributedSampler(dataset, num_replicas=di.world_size, rank=di.rank, shuffle=True, seed=tc.seed)
+    loader = DataLoader(dataset, batch_size=tc.batch_size, sampler=sampler, collate_fn=lambda b: b, num_workers=0)
+    steps_per_epoch = len(loader)
+    total_steps = steps_per_epoch * tc.epochs
+    class_weights = class_weight_tensors(train_split, info, device) if tc.class_weights else None
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+    start_epoch = int(state.get("epoch", 0))
+    step = int(state.get("step", 0))
+    best = dict(state.get("best", {"exact_match": -1.0, "loss": float("inf"), "epoch": 0}))
+    bad_epochs = int(state.get("bad_epochs", 0))
+    stopped_early = False
+    metrics_path = out / "metrics.jsonl"
+    if di.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume and metrics_path.exists():
+            metrics_path.unlink()
+    meta_common: dict[str, Any] = {
+        "vocab": vocab, "vocab_sha256": info.vocab_sha256, "heads": info.heads, "actions": info.actions,
+        "swarm_types": info.swarm_types, "dataset_sha256": info.dataset_sha256,
+    }
+
+    epoch = start_epoch
+    for epoch in range(start_epoch, tc.epochs):
+        t0 = time.perf_counter()
+        sampler.set_epoch(epoch)
+        ddp_model.train()
+        progress = _progress(di.is_main and not tc.quiet, steps_per_epoch, f"epoch {epoch + 1}/{tc.epochs}")
+        loss_sum, n_batches = 0.0, 0
+        for batch_cpu in loader:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch_cpu.items()}
+            lr = lr_at(step, total_steps, tc)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with amp:
+                logits, values = ddp_model(batch["inputs"])
+            loss = compute_loss(logits, values, batch, tc, class_weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            if tc.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            opt.step()
+            if ema is not None:
+                ema.update(model)
+            step += 1
+            loss_sum += float(loss.item())
+            n_batches += 1
+            if progress is not None:
+                progress.update(0, advance=1, loss=f"loss {loss_sum / n_batches:.4f}")
+        if progress is not None:
+            progress.stop()
+        train_loss = loss_sum / max(1, n_batches)
+        if distributed:
+            t = torch.tensor([train_loss], device=device)
+            dist.all_reduce(t)
+            train_loss = float(t.item()) / di.world_size
+
+        stop = torch.zeros(1, device=device)
+        if di.is_main:
+            live = {k: v.clone() for k, v in model.state_dict().items()}
+            if ema is not None:
+                model.load_state_dict({k: v.to(live[k].dtype) for k, v in ema.shadow.items()})
+            ev: dict[str, Any] = evaluate_split(model, val_split, table, device) if len(val_split) else {"loss": float("nan"), "acc": {}, "exact_match": float("nan")}
+            eval_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(live)
+            elapsed = time.perf_counter() - t0
+            record = {
+                "epoch": epoch + 1, "step": step, "train_loss": train_loss, "val_loss": ev["loss"],
+                "val_acc": ev["acc"], "val_exact_match": ev["exact_match"], "lr": lr_at(step - 1, total_steps, tc),
+                "time_s": round(elapsed, 4), "examples_per_s": round(len(train_split) / elapsed, 1),
+            }
+            append_jsonl(metrics_path, record)
+            if not tc.quiet:
+                print(f"epoch {epoch + 1}: train_loss {train_loss:.4f} val_loss {ev['loss']:.4f} val_exact {ev['exact_match']:.4f} ({elapsed:.1f}s)", flush=True)
+            exact = ev["exact_match"] if not math.isnan(ev["exact_match"]) else -ev["loss"]
+            improved = exact > best["exact_match"] + 1e-9 or (abs(exact - best["exact_match"]) <= 1e-9 and ev["loss"] < best["loss"])
+            if improved or best["epoch"] == 0:
+                best = {"exact_match": exact, "loss": ev["loss"], "epoch": epoch + 1}
+                bad_epochs = 0
+                temperature = 1.0
+                if len(val_split) and "logits" in ev:
+                    temperature = fit_temperature(ev["logits"], table, ev["targets"])
+                save_checkpoint(out, eval_weights, cfg, **meta_common, metrics={**record, "best_epoch": epoch + 1}, temperature=temperature, train_config=tc.to_dict())
+            else:
+                bad_epochs += 1
+            # resume point: last epoch's live weights + optimizer/EMA state
+            save_checkpoint(resume_dir, model.state_dict(), cfg, **meta_common, metrics=record, train_config=tc.to_dict())
+            opt_tensors, opt_info = optimizer_to_flat(opt)
+            if ema is not None:
+                opt_tensors.update({f"ema.{k}": v for k, v in ema.shadow.items()})
+            save_training_state(resume_dir, opt_tensors, {
+                "epoch": epoch + 1, "step": step, "best": best, "bad_epochs": bad_epochs,
+                "optimizer": opt_info, "train_config": tc.to_dict(),
+            })
+            if tc.patience > 0 and bad_epochs >= tc.patience:
+                stop[0] = 1.0
+        if distributed:
+            dist.broadcast(stop, src=0)
+        if stop.item() > 0:
+            stopped_early = True
+            break
+        if stop_after is not None and epoch + 1 - start_epoch >= stop_after:
+            break
+
+    result_temp = 1.0
+    if di.is_main and (out / "checkpoint.json").exists():
+        result_temp = float(read_checkpoint_meta(out).get("temperature", 1.0))
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return TrainResult(out, int(best["epoch"]), best, result_temp, epoch + 1 - start_epoch if tc.epochs > start_epoch else 0, stopped_early)
+
+
+def main() -> None:
+    """``python -m planner_model.train`` / ``torchrun -m planner_model.train``: same options as ``cyntra planner train``."""
+    from planner_model.cli_commands import train_cmd
+
+    train_cmd(prog_name="planner_model.train")
+
+
+if __name__ == "__main__":
+    main()
