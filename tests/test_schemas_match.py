@@ -15,6 +15,11 @@ import pytest
 from pydantic import BaseModel
 
 from cyntra import schemas
+from cyntra.kernel.plan import TraceStep
+from cyntra.planner.action_space import PlanAction
+from cyntra.strategy.clamp import Violation
+from cyntra.strategy.policy import Policy, PolicyLimits, PolicyRule, PromotionGates
+from cyntra.strategy.record import AppliedPlan, DecisionRecord, OutcomeRecord, Proposal, agreement
 from cyntra.universe import (
     Budgets,
     Determinism,
@@ -31,6 +36,63 @@ from cyntra.universe import (
 )
 
 Factory = Callable[[], BaseModel]
+
+
+def _decision_full() -> DecisionRecord:
+    heur = PlanAction(swarm_id="speculate_vote", parallelism=3, max_run_minutes=120, max_candidates=3)
+    cand = PlanAction(swarm_id="serial_handoff", parallelism=1, max_run_minutes=30, max_candidates=2)
+    clamped = PlanAction(swarm_id="speculate_vote", parallelism=2, max_run_minutes=120, max_candidates=2)
+    violation = Violation(rule_id="cap", field="parallelism", requested=3, limit={"max_parallelism": 2},
+                          applied=2, mode="enforce")
+    return DecisionRecord(
+        decision_id="dec-1", issue_id="7", timestamp="2026-01-01T00:00:00Z", job_type="code", mode="urm",
+        planner_input_hash="ab" * 32,
+        heuristic=Proposal(strategy="heuristic", status="ok", action=heur, toolchains=["codex", "claude"],
+                           trace=[TraceStep(step="routing", detail="rule 0", data={"rule": 0})], confidence=1.0,
+                           latency_ms=0.1, clamp=[violation]),
+        candidate=Proposal(strategy="urm", status="ok", action=cand, toolchains=["claude"],
+                           probabilities={"parallelism": {"1": 0.8, "2": 0.2}}, confidence=0.8,
+                           expected_utility=3.5, latency_ms=2.5, error=None),
+        agreement=agreement(heur, cand),
+        applied=AppliedPlan(action=clamped, toolchains=["codex", "claude"], source="exploration"),
+        clamp=[violation], propensity=0.05, exploration={"epsilon": 0.1, "explored": True},
+        fallback_reason="low confidence", checkpoint_id="ckpt-1", checkpoint_sha256="cd" * 32,
+        policy_sha256="ef" * 32, universe_id="medica", world_id="w", objective_id="o",
+    )
+
+
+def _decision_minimal() -> DecisionRecord:
+    action = PlanAction(swarm_id="serial_handoff", parallelism=1, max_run_minutes=60, max_candidates=1)
+    return DecisionRecord(
+        decision_id="dec-2", issue_id="8", timestamp="2026-01-01T00:00:00Z", mode="shadow",
+        heuristic=Proposal(strategy="heuristic", status="ok", action=action),
+        candidate=Proposal(strategy="urm", status="timeout", error="exceeded latency budget 50.0 ms"),
+        applied=AppliedPlan(action=action, toolchains=["claude"], source="heuristic"), propensity=1.0,
+    )
+
+
+def _outcome() -> OutcomeRecord:
+    return OutcomeRecord(
+        decision_id="dec-1", issue_id="7", timestamp="2026-01-01T01:00:00Z", status="success", gates_passed=True,
+        started_at="2026-01-01T00:00:00Z", completed_at="2026-01-01T01:00:00Z", duration_ms=3600000,
+        cost_usd=1.25, tokens_used=1000, candidates_run=2, winner_toolchain="codex", utility=12.5,
+    )
+
+
+def _policy_full() -> Policy:
+    return Policy(
+        min_confidence=0.3,
+        rules=[
+            PolicyRule(id="a", description="all limits", match={"dk_risk": ["high"], "tags_any": "infra",
+                                                               "title_pattern": "x"},
+                       mode="warn", limits=PolicyLimits(allowed_swarms=["serial_handoff"], max_parallelism=2,
+                                                        max_minutes=60, min_minutes=15, max_candidates=2,
+                                                        min_candidates=1, min_confidence=0.5)),
+            PolicyRule(id="b"),
+        ],
+        promotion=PromotionGates(min_decisions=10, max_fallback_rate=0.1, max_p99_latency_ms=5.0, max_ece=0.2,
+                                 require_ope_lower_bound_ge_heuristic=False),
+    )
 
 
 def _universe_full() -> Universe:
@@ -80,6 +142,13 @@ def _objectives() -> ObjectiveCatalog:
 
 
 CASES: list[tuple[str, Factory]] = [
+    ("decision", _decision_full),
+    ("decision", _decision_minimal),
+    ("decision_outcome", _outcome),
+    ("decision_outcome", lambda: OutcomeRecord(decision_id="d", issue_id="1", timestamp="2026-01-01T00:00:00Z",
+                                               status="failed", gates_passed=False)),
+    ("policy", _policy_full),
+    ("policy", Policy),
     ("universe", _universe_full),
     ("universe", _universe_minimal),
     ("swarms", _swarms),

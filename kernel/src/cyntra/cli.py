@@ -305,9 +305,17 @@ def history(workspace: Path, issue_id: str | None, limit: int, as_json: bool) ->
 def _mount_subcommands() -> None:
     from cyntra.planner.cli import planner
     from cyntra.sim.cli import sim_group
+    from cyntra.strategy.cli import strategy_group
 
     main.add_command(sim_group)
     main.add_command(planner)
+    main.add_command(strategy_group)
+    try:  # training needs torch (the `model` extra); the kernel does not
+        from planner_model.cli_commands import eval_cmd, train_cmd
+    except ImportError:
+        return
+    planner.add_command(train_cmd, "train")
+    planner.add_command(eval_cmd, "eval")
 
 
 _mount_subcommands()

@@ -479,8 +479,11 @@ def run_kernel(session: KernelSession, *, once: bool = True, watch: bool = False
 
         with sim_context(session):
             kernel = Kernel(session, progress=progress)
-            return asyncio.run(kernel.run(once=once, until_idle=until_idle, watch=watch, issue_id=issue_id,
-                                          max_concurrent=max_concurrent, speculate=speculate))
+            try:
+                return asyncio.run(kernel.run(once=once, until_idle=until_idle, watch=watch, issue_id=issue_id,
+                                              max_concurrent=max_concurrent, speculate=speculate))
+            finally:
+                session.engine.close()
 
 
 def _index_hook(session: KernelSession) -> Callable[[Path], None]:

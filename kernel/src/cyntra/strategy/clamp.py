@@ -137,9 +137,9 @@ class Clamp:
         """The strictest confidence floor for this issue, and the rule that sets it."""
         floor, rule_id = self.policy.min_confidence, "policy.min_confidence"
         for rule in self.policy.rules:
-            if rule.mode == "enforce" and rule.limits.min_confidence is not None and self.matcher(rule.match, issue):
-                if rule.limits.min_confidence > floor:
-                    floor, rule_id = rule.limits.min_confidence, rule.id
+            value = rule.limits.min_confidence
+            if rule.mode == "enforce" and value is not None and value > floor and self.matcher(rule.match, issue):
+                floor, rule_id = value, rule.id
         return floor, rule_id
 
     def apply(self, action: PlanAction, issue: Issue) -> ClampResult:

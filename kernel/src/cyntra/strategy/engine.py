@@ -60,8 +60,8 @@ def decision_id_for(issue_id: str, attempt: int, timestamp: str, salt: str = "")
 
 def _run_with_budget(
     fn: Any, budget_s: float
-) -> tuple[str, Any, float]:
-    """Run ``fn()`` in a daemon thread; never wait past ``budget_s``. Returns (status, value, ms)."""
+) -> tuple[str, Any, float, threading.Thread]:
+    """Run ``fn()`` in a daemon thread; never wait past ``budget_s``. Returns (status, value, ms, thread)."""
     box: dict[str, Any] = {}
 
     def target() -> None:
@@ -76,13 +76,13 @@ def _run_with_budget(
     thread.join(budget_s)
     elapsed = (time.perf_counter() - start) * 1000.0
     if thread.is_alive():
-        return "timeout", None, elapsed
+        return "timeout", None, elapsed, thread
     if "error" in box:
         err = box["error"]
         if isinstance(err, StrategyUnavailable):
-            return "unavailable", str(err), elapsed
-        return "error", f"{type(err).__name__}: {err}", elapsed
-    return "ok", box.get("value"), elapsed
+            return "unavailable", str(err), elapsed, thread
+        return "error", f"{type(err).__name__}: {err}", elapsed, thread
+    return "ok", box.get("value"), elapsed, thread
 
 
 def _check_decision(obj: Any, space: ActionSpace) -> str | None:
@@ -124,6 +124,9 @@ class DecisionEngine:
         self.candidate = candidate
         self.candidate_error = candidate_error
         self.candidate_name = self._candidate_name()
+        # A call that overran its budget and is still running: the candidate is not called again
+        # until it returns, so a hung plugin costs one thread, not one per cycle.
+        self._overrunning: threading.Thread | None = None
         if self.candidate is None and self.mode != "heuristic" and candidate_error is None:
             try:
                 self.candidate = build_strategy(self.candidate_name, env)
@@ -131,6 +134,11 @@ class DecisionEngine:
                 self.candidate_error = str(exc)
             except Exception as exc:  # a broken plugin must not stop the kernel
                 self.candidate_error = f"{type(exc).__name__}: {exc}"
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Give an overrunning candidate call a moment to finish before the process exits."""
+        if self._overrunning is not None and self._overrunning.is_alive():
+            self._overrunning.join(timeout_s)
 
     def _candidate_name(self) -> str:
         if self.mode == "shadow":
@@ -176,8 +184,12 @@ class DecisionEngine:
             reason = self.candidate_error or f"strategy {name!r} unavailable"
             return [Proposal(strategy=name, status="unavailable", error=reason) for _ in ctxs]
         budget_s = self.config.planner.latency_budget_ms / 1000.0 * max(1, len(ctxs))
+        if self._overrunning is not None and self._overrunning.is_alive():
+            err = "not called: a previous call is still running past its latency budget"
+            return [Proposal(strategy=name, status="timeout", error=err, latency_ms=0.0) for _ in ctxs]
         candidate = self.candidate
-        status, value, elapsed = _run_with_budget(lambda: candidate.decide_batch(list(ctxs)), budget_s)
+        status, value, elapsed, thread = _run_with_budget(lambda: candidate.decide_batch(list(ctxs)), budget_s)
+        self._overrunning = thread if status == "timeout" else None
         per_ms = elapsed / max(1, len(ctxs))
         if status != "ok":
             err = value if isinstance(value, str) else f"exceeded latency budget {budget_s * 1000:.1f} ms"

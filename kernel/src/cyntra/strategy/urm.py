@@ -1,0 +1,178 @@
+"""The ``urm`` strategy: the learned planner, loaded once, deciding a whole scheduling cycle in one batch.
+
+Imported only when asked for, so the kernel runs without torch. Every failure to load — no torch,
+no checkpoint configured, a missing, corrupt or mismatched checkpoint — raises
+``StrategyUnavailable`` with the reason, which the engine records before falling back. Inference
+errors and non-finite outputs raise; the engine records those too. Decisions are restricted to
+valid tuples and, when the engine passes the clamp's allowed set, to plans the policy allows.
+
+Two ways to decide, chosen by the checkpoint (``decision`` in its train config):
+
+* ``imitation`` — the most probable valid plan under the per-head classifiers (joint probability,
+  temperature-calibrated on validation, is the confidence);
+* ``value`` — the plan with the highest predicted utility among allowed plans (value head); the
+  confidence is the calibrated classifier probability of the chosen plan, so the policy's
+  ``min_confidence`` keeps its meaning.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cyntra.kernel.plan import TraceStep
+from cyntra.planner.action_space import ACTION_FIELDS, ActionSpace
+from cyntra.planner.tokenizer import Vocabulary, encode
+from cyntra.strategy.base import BaseStrategy, StrategyContext, StrategyDecision, StrategyEnv, StrategyUnavailable
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise StrategyUnavailable("planner.device is cuda but CUDA is not available")
+        return "cuda"
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cpu"
+
+
+class URMStrategy(BaseStrategy):
+    name = "urm"
+
+    def __init__(self, loaded: Any, space: ActionSpace, device: str) -> None:
+        from planner_model.decode import joint_log_probs
+
+        self._joint = joint_log_probs
+        self.loaded = loaded
+        self.model = loaded.model
+        self.meta: dict[str, Any] = loaded.meta
+        self.space = space
+        self.device = device
+        self.vocab = Vocabulary(list(self.meta["vocab"]))
+        if self.vocab.sha256 != self.meta.get("vocab_sha256"):
+            raise StrategyUnavailable("checkpoint vocabulary does not match its recorded sha256 (corrupt)")
+        self.seq_len = int(loaded.config.seq_len)
+        self.heads: dict[str, list[Any]] = {f: list(self.meta["heads"][f]) for f in ACTION_FIELDS}
+        by_label = {a.label(): a for a in space.actions}
+        self.actions = [by_label[label] for label in self.meta["actions"]]
+        self.table = np.asarray(
+            [[self.heads[f].index(getattr(a, f)) for f in ACTION_FIELDS] for a in self.actions], dtype=np.int64)
+        self.temperature = float(loaded.temperature)
+        self.decision_mode = str((self.meta.get("train_config") or {}).get("decision", "imitation"))
+        if self.decision_mode == "value" and getattr(self.model, "value", None) is None:
+            self.decision_mode = "imitation"
+
+    def warm_up(self) -> None:
+        """One forward pass at load, so the first real decision does not pay for lazy init."""
+        import torch
+
+        if self.device == "cpu":
+            # Batch decisions of a tiny model gain nothing from intra-op threads, and spinning
+            # OpenMP workers compete with the kernel loop for a small machine's cores.
+            torch.set_num_threads(1)
+        with torch.inference_mode():
+            self.model(torch.zeros((1, self.seq_len), dtype=torch.int64, device=self.device))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "checkpoint_id": f"{Path(self.loaded.path).name}@{self.meta.get('created_at', '')}",
+            "checkpoint_sha256": self.loaded.sha256,
+            "decision": self.decision_mode,
+            "device": self.device,
+        }
+
+    def decide(self, ctx: StrategyContext) -> StrategyDecision:
+        return self.decide_batch([ctx])[0]
+
+    def decide_batch(self, ctxs: Sequence[StrategyContext]) -> list[StrategyDecision]:
+        import torch
+
+        if not ctxs:
+            return []
+        ids = np.zeros((len(ctxs), self.seq_len), dtype=np.int32)
+        truncated = []
+        for i, ctx in enumerate(ctxs):
+            pi = ctx.extras.get("planner_input_model")
+            if pi is None:
+                raise ValueError("no planner input in the decision context")
+            row, cut = encode(pi, self.vocab, self.seq_len)
+            ids[i] = row
+            truncated.append(cut)
+        with torch.inference_mode():
+            logits, values = self.model(torch.from_numpy(ids.astype(np.int64)).to(self.device))
+            head_logits = [logits[f].float().cpu().numpy() for f in ACTION_FIELDS]
+            value_arr = values.float().cpu().numpy() if values is not None else None
+        for arr in head_logits:
+            if not np.isfinite(arr).all():
+                raise FloatingPointError("model produced non-finite logits")
+        allowed = np.ones((len(ctxs), len(self.actions)), dtype=bool)
+        for i, ctx in enumerate(ctxs):
+            labels = ctx.extras.get("allowed_actions")
+            if labels:
+                allowed_set = set(labels)
+                allowed[i] = [a.label() in allowed_set for a in self.actions]
+        joint = self._joint(head_logits, self.table, self.temperature, allowed)
+        out: list[StrategyDecision] = []
+        for i in range(len(ctxs)):
+            if self.decision_mode == "value" and value_arr is not None:
+                q = np.where(allowed[i], value_arr[i], -np.inf)
+                best = int(np.argmax(q))
+                eu: float | None = float(value_arr[i, best])
+            else:
+                best = int(np.argmax(joint[i]))
+                eu = float(value_arr[i, best]) if value_arr is not None else None
+            conf = float(math.exp(joint[i, best])) if np.isfinite(joint[i, best]) else 0.0
+            probs = {}
+            for f, arr in zip(ACTION_FIELDS, head_logits, strict=True):
+                z = arr[i] / self.temperature
+                p = np.exp(z - z.max())
+                p /= p.sum()
+                probs[f] = {str(v): round(float(pv), 6) for v, pv in zip(self.heads[f], p, strict=True)}
+            action = self.actions[best]
+            out.append(StrategyDecision(
+                action=action,
+                probabilities=probs,
+                confidence=min(1.0, max(0.0, conf)),
+                expected_utility=eu,
+                trace=[TraceStep(step="urm", detail=f"{self.decision_mode}: {action.label()} (p={conf:.3f})",
+                                 data={"truncated_tokens": truncated[i], "expected_utility": eu})],
+            ))
+        return out
+
+
+def build_urm_strategy(env: StrategyEnv) -> URMStrategy:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise StrategyUnavailable("torch is not installed (pip install 'cyntra-swarm-planner[model]')") from None
+    ref = env.config.planner.checkpoint
+    if not ref:
+        raise StrategyUnavailable("no planner.checkpoint configured")
+    path = Path(ref)
+    if not path.is_absolute():
+        path = env.workspace / path
+    if not path.is_dir():
+        raise StrategyUnavailable(f"checkpoint {path} not found")
+    from planner_model.checkpoint import CheckpointError, load_checkpoint
+
+    device = resolve_device(env.config.planner.device)
+    try:
+        loaded = load_checkpoint(
+            path,
+            expected_actions=[a.label() for a in env.space.actions],
+            expected_swarms=dict(env.space.swarm_types),
+            device=device,
+        )
+    except CheckpointError as exc:
+        raise StrategyUnavailable(f"checkpoint refused: {exc.reason if hasattr(exc, 'reason') else exc}") from None
+    except Exception as exc:  # a checkpoint must never stop the kernel
+        raise StrategyUnavailable(f"checkpoint unreadable: {type(exc).__name__}: {exc}") from None
+    strategy = URMStrategy(loaded, env.space, device)
+    strategy.warm_up()
+    return strategy
