@@ -310,6 +310,11 @@ def _mount_subcommands() -> None:
     main.add_command(sim_group)
     main.add_command(planner)
     main.add_command(strategy_group)
+    from cyntra.strategy.cli_reports import diff_cmd, promote_cmd, rollback_cmd
+
+    strategy_group.add_command(diff_cmd, "diff")
+    strategy_group.add_command(promote_cmd, "promote")
+    strategy_group.add_command(rollback_cmd, "rollback")
     try:  # training needs torch (the `model` extra); the kernel does not
         from planner_model.cli_commands import eval_cmd, train_cmd
     except ImportError:

@@ -313,11 +313,14 @@ class DecisionEngine:
         fixed = [f for f in ACTION_FIELDS if f not in fields]
         alternatives = [a for a in allowed if a != greedy and all(getattr(a, f) == getattr(greedy, f) for f in fixed)]
         if not alternatives:
-            return greedy, 1.0, {"epsilon": cfg.epsilon, "explored": False, "alternatives": 0}
+            return greedy, 1.0, {"epsilon": cfg.epsilon, "explored": False, "alternatives": 0,
+                                 "fields": list(fields)}
         seed = int(hashlib.sha256(f"{cfg.seed}|{decision_id}".encode()).hexdigest()[:16], 16)
         rng = random.Random(seed)
         if rng.random() < cfg.epsilon:
             pick = alternatives[rng.randrange(len(alternatives))]
             return pick, cfg.epsilon / len(alternatives), {
-                "epsilon": cfg.epsilon, "explored": True, "alternatives": len(alternatives), "greedy": greedy.label()}
-        return greedy, 1.0 - cfg.epsilon, {"epsilon": cfg.epsilon, "explored": False, "alternatives": len(alternatives)}
+                "epsilon": cfg.epsilon, "explored": True, "alternatives": len(alternatives), "greedy": greedy.label(),
+                "fields": list(fields)}
+        return greedy, 1.0 - cfg.epsilon, {"epsilon": cfg.epsilon, "explored": False, "alternatives": len(alternatives),
+                                           "fields": list(fields)}
