@@ -152,13 +152,16 @@ def _plan_row(d: Any, schedule_item: Any) -> dict[str, Any]:
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=None, help="Cap on workcell lanes.")
 @click.option("--speculate", is_flag=True, help="Force speculation for every scheduled issue.")
 @click.option("--dry-run", is_flag=True, help="Print the plans; run nothing, write nothing.")
+@click.option("--until", "until", default=None,
+              help="Start no dispatch at or after this ISO time (kernel clock: virtual in a sim workspace).")
 @click.option("--strategy", type=str, default=None, help="heuristic | shadow | urm | <plugin> (overrides config).")
 @click.option("--planner-enabled", is_flag=True, help="Same as --strategy urm (the seed's flag).")
 @click.option("--planner-checkpoint", type=click.Path(path_type=Path), default=None, help="URM checkpoint dir.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def run(workspace: Path, once: bool, watch: bool, until_idle: bool, issue_id: str | None,
         universe_id: str | None, max_concurrent: int | None, speculate: bool, dry_run: bool,
-        strategy: str | None, planner_enabled: bool, planner_checkpoint: Path | None, as_json: bool) -> None:
+        until: str | None, strategy: str | None, planner_enabled: bool, planner_checkpoint: Path | None,
+        as_json: bool) -> None:
     """Schedule ready issues and dispatch them (or, with --dry-run, show the plans)."""
     if planner_enabled:
         strategy = strategy or "urm"
@@ -167,12 +170,17 @@ def run(workspace: Path, once: bool, watch: bool, until_idle: bool, issue_id: st
     if dry_run:
         _dry_run(session, issue_id=issue_id, max_concurrent=max_concurrent, speculate=speculate, as_json=as_json)
         return
+    from cyntra.clock import parse_ts
     from cyntra.kernel.runner import run_kernel
 
     try:
+        stop_at = parse_ts(until) if until else None
+    except ValueError:
+        _fail(CyntraError(f"--until: not an ISO date/time: {until!r}"))
+    try:
         report = run_kernel(session, once=once or not (watch or until_idle), watch=watch, until_idle=until_idle,
                             issue_id=issue_id, max_concurrent=max_concurrent, speculate=speculate,
-                            progress=not as_json)
+                            progress=not as_json, until=stop_at)
     except CyntraError as exc:
         _fail(exc)
     if as_json:
@@ -234,7 +242,7 @@ def workcells(workspace: Path, limit: int, as_json: bool) -> None:
     manager = WorkcellManager(ws.root, "directory" if not (ws.root / ".git").exists() else "auto")
     active = [{"workcell_id": w.id, "issue_id": w.issue_id, "backend": w.backend, "path": str(w.path),
                "created": w.created.isoformat()} for w in manager.list_active()]
-    archived = []
+    archived: list[dict[str, Any]] = []
     for wid in sorted(manager.list_archived(), reverse=True)[:limit]:
         meta_path = ws.archives_dir / wid / "archive_meta.json"
         proof_path = ws.archives_dir / wid / "proof.json"
@@ -272,7 +280,7 @@ def history(workspace: Path, issue_id: str | None, limit: int, as_json: bool) ->
 
     ws = Workspace.at(workspace)
     contents = Ledger(ws.decisions_dir).read()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for j in contents.joined():
         d, o = j.decision, j.outcome
         if issue_id is not None and d.issue_id != issue_id:
@@ -300,6 +308,24 @@ def history(workspace: Path, issue_id: str | None, limit: int, as_json: bool) ->
     console.print(t)
     for p in contents.problems:
         err_console.print(f"[yellow]ledger:[/yellow] {p}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"), show_default=True)
+@click.option("--quick", is_flag=True, help="A smaller run (about a minute).")
+@click.option("--seed", type=int, default=7, show_default=True)
+def demo(out: Path, quick: bool, seed: int) -> None:
+    """The whole story on a fresh sim workspace: history, dataset, training, shadow, diff, promote."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        _fail(CyntraError("the demo trains a model: install the model extra (make setup, or pip install '.[model]')"))
+    from cyntra.demo import run_demo
+
+    try:
+        run_demo(out, quick=quick, seed=seed, console=console)
+    except CyntraError as exc:
+        _fail(exc)
 
 
 def _mount_subcommands() -> None:

@@ -260,7 +260,8 @@ class Kernel:
 
     async def run(self, *, once: bool = False, until_idle: bool = False, watch: bool = False,
                   issue_id: str | None = None, max_concurrent: int | None = None, speculate: bool = False,
-                  poll_seconds: float = 5.0, max_dispatches: int | None = None) -> RunReport:
+                  poll_seconds: float = 5.0, max_dispatches: int | None = None,
+                  until: datetime | None = None) -> RunReport:
         t0 = time.perf_counter()
         report = RunReport(strategy=self.session.engine.mode, started_at=clock.now_iso(), finished_at="")
         report.recovered = self.recover()
@@ -273,7 +274,9 @@ class Kernel:
                 now = clock.now()
                 self.state.admit(now)
                 in_flight = len(tasks) + len(finished)
-                can_start = not (once and not first) and not (max_dispatches is not None and report.dispatched >= max_dispatches)
+                can_start = (not (once and not first)
+                             and not (max_dispatches is not None and report.dispatched >= max_dispatches)
+                             and not (until is not None and now >= until))
                 if can_start:
                     started = self._start_cycle(tasks, issue_id, max_concurrent, speculate, in_flight, report)
                     report.cycles += 1
@@ -470,7 +473,7 @@ class _Progress:
 
 def run_kernel(session: KernelSession, *, once: bool = True, watch: bool = False, until_idle: bool = False,
                issue_id: str | None = None, max_concurrent: int | None = None, speculate: bool = False,
-               progress: bool = False) -> RunReport:
+               progress: bool = False, until: datetime | None = None) -> RunReport:
     """Entry point for `cyntra run` (real toolchains, or the sim backend when configured)."""
     ws = session.workspace
     configure_logging(ws.logs_dir / "kernel.jsonl")
@@ -481,7 +484,7 @@ def run_kernel(session: KernelSession, *, once: bool = True, watch: bool = False
             kernel = Kernel(session, progress=progress)
             try:
                 return asyncio.run(kernel.run(once=once, until_idle=until_idle, watch=watch, issue_id=issue_id,
-                                              max_concurrent=max_concurrent, speculate=speculate))
+                                              max_concurrent=max_concurrent, speculate=speculate, until=until))
             finally:
                 session.engine.close()
 
