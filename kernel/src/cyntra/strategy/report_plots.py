@@ -36,7 +36,8 @@ def write_plots(report: DiffReport, out_dir: Path) -> list[Path]:
         values = [report.agreement.overall or 0.0, *report.agreement.per_field.values()]
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.bar(fields, [100 * v for v in values], color="#4c72b0")
-        ax.set_ylim(0, 100)
+        ax.set_ylim(0, 110)
+        ax.tick_params(axis="x", labelrotation=20)
         ax.set_ylabel("agreement (%)")
         ax.set_title(f"Heuristic vs candidate agreement (n={report.agreement.n})")
         for i, v in enumerate(values):
