@@ -79,10 +79,10 @@ def file_lock(path: str | Path) -> Iterator[None]:
         os.close(fd)
 
 
-def append_jsonl(path: str | Path, obj: Any) -> None:
-    """Append one JSON line: one write() of a full line under an flock on the file itself."""
+def append_line(path: str | Path, line: str) -> None:
+    """Append one line: a single write() under an flock on the file itself (+ fsync when durable)."""
     p = Path(path)
-    line = (json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+    data = (line if line.endswith("\n") else line + "\n").encode("utf-8")
     try:
         fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     except FileNotFoundError:
@@ -90,8 +90,13 @@ def append_jsonl(path: str | Path, obj: Any) -> None:
         fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, line)
+        os.write(fd, data)
         if _durable:
             os.fsync(fd)
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def append_jsonl(path: str | Path, obj: Any) -> None:
+    """Append one JSON object as a line (see :func:`append_line`)."""
+    append_line(path, json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str))

@@ -32,7 +32,6 @@ independent of the number of runs.
 from __future__ import annotations
 
 import bisect
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,7 +41,7 @@ from typing import Final
 from pydantic import ValidationError
 
 from cyntra.errors import InputError
-from cyntra.fsutil import atomic_write_text, file_lock
+from cyntra.fsutil import append_line, atomic_write_text, file_lock
 from cyntra.planner.run_summary import RunSummary, epoch_us, scan_archives, summary_to_json_line
 from cyntra.workspace import Workspace
 
@@ -264,12 +263,7 @@ class SimilarRunsIndex:
         if known is not None and known.summary == summary:
             return False
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            line = summary_to_json_line(summary) + "\n"
-            with file_lock(self.path.with_name(self.path.name + ".lock")), open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(line)
-                fh.flush()
-                os.fsync(fh.fileno())
+            append_line(self.path, summary_to_json_line(summary))
         return self._insert(summary)
 
     def refresh(self) -> int:
