@@ -26,7 +26,7 @@ def _clamp(policy: Policy, **kw: int | None) -> Clamp:
 def test_default_policy_loads_and_is_hashed() -> None:
     loaded = load_policy(REPO / "policies" / "default.yaml")
     assert len(loaded.sha256) == 64
-    assert [r.id for r in loaded.policy.rules][0] == "critical-gets-time"
+    assert next(r.id for r in loaded.policy.rules) == "critical-gets-time"
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,7 @@ issue_st = st.builds(
     rules=st.lists(rule_st, max_size=4),
     issue=issue_st,
     action=st.sampled_from(SPACE.actions),
-    budget=st.none() | st.sampled_from(MAX_RUN_MINUTES + (45, 100)),
+    budget=st.none() | st.sampled_from((*MAX_RUN_MINUTES, 45, 100)),
     lanes=st.none() | st.integers(1, 3),
 )
 def test_clamp_properties(rules: list[PolicyRule], issue: Issue, action: PlanAction,

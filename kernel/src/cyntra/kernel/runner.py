@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import fcntl
+import gc
 import heapq
 import os
 import time

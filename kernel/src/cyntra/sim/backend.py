@@ -86,7 +86,7 @@ class SimAdapter:
         return AdapterResult(
             toolchain=self.name, model=f"sim-{self.name}", exit_code=out.exit_code, status=out.status,  # type: ignore[arg-type]
             started_at=started, completed_at=completed,
-            duration_ms=int(round(out.duration_minutes * 60000)),
+            duration_ms=round(out.duration_minutes * 60000),
             tokens_used=out.tokens_used, cost_usd=round(out.cost_usd, 6), confidence=out.confidence,
             error="timed out" if out.timed_out else None,
         )
