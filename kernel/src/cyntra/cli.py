@@ -333,8 +333,11 @@ def _mount_subcommands() -> None:
     from cyntra.sim.cli import sim_group
     from cyntra.strategy.cli import strategy_group
 
+    from cyntra.kernel.evolve_cli import evolve_cmd
+
     main.add_command(sim_group)
     main.add_command(planner)
+    main.add_command(evolve_cmd)
     main.add_command(strategy_group)
     from cyntra.strategy.cli_reports import diff_cmd, promote_cmd, rollback_cmd
 

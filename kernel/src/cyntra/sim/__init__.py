@@ -9,35 +9,5 @@ import this package: it reads archives and the issues store only.
 
 from __future__ import annotations
 
-from cyntra.sim.objective import PlanOutcome, combine_serial, combine_speculate, utility
-from cyntra.sim.oracle import (
-    PlanEstimate,
-    SimpleRouting,
-    best_plan,
-    expected_utility,
-    oracle_table,
-    regret,
-    toolchains_for_plan,
-)
-from cyntra.sim.population import generate_issues
-from cyntra.sim.profile import SimProfile, load_profile
-from cyntra.sim.world import CandidateOutcome, sample_candidate
-
-__all__ = [
-    "CandidateOutcome",
-    "PlanEstimate",
-    "PlanOutcome",
-    "SimProfile",
-    "SimpleRouting",
-    "best_plan",
-    "combine_serial",
-    "combine_speculate",
-    "expected_utility",
-    "generate_issues",
-    "load_profile",
-    "oracle_table",
-    "regret",
-    "sample_candidate",
-    "toolchains_for_plan",
-    "utility",
-]
+# Submodules are imported where they are used (``from cyntra.sim.oracle import ...``): importing
+# this package stays cheap, which matters for short-lived sim world candidate processes.
