@@ -329,11 +329,10 @@ def demo(out: Path, quick: bool, seed: int) -> None:
 
 
 def _mount_subcommands() -> None:
+    from cyntra.kernel.evolve_cli import evolve_cmd
     from cyntra.planner.cli import planner
     from cyntra.sim.cli import sim_group
     from cyntra.strategy.cli import strategy_group
-
-    from cyntra.kernel.evolve_cli import evolve_cmd
 
     main.add_command(sim_group)
     main.add_command(planner)
