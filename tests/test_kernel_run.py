@@ -228,7 +228,7 @@ def test_recovery_after_kill(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     _issues(repo, {"id": "5", "title": "Killed mid-run", "dk_tool_hint": "codex"})
     proc = subprocess.Popen([sys.executable, "-m", "cyntra.cli", "run", "-w", str(repo), "--once"],
                             env=dict(os.environ), start_new_session=True)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if BeadsStore(repo).load().issues["5"].status == "running" and list((repo / ".cyntra" / "workcells").glob("wc-*")):
             break

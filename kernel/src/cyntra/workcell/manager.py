@@ -377,17 +377,7 @@ class WorkcellManager:
                 else:
                     shutil.copy2(src, target)
                 copied.append(rel)
-            meta = {
-                "workcell_id": wc.id,
-                "issue_id": wc.issue_id,
-                "loser": loser,
-                "archived_at": clock.now_iso(),
-                "backend": wc.backend,
-                "branch": wc.branch,
-                "base_commit": wc.base_commit,
-                "files": sorted(copied),
-            }
-            (tmp / ARCHIVE_META).write_text(dumps_json(meta), encoding="utf-8")
+            _write_archive_meta(tmp, wc, loser, copied)
             old: Path | None = None
             if dest.exists():
                 old = dest.with_name(f".{wc.id}.old-{os.getpid()}-{tmp.name}")
@@ -422,17 +412,7 @@ class WorkcellManager:
             for p in wc.path.iterdir() if p.name != MARKER_NAME
         )
         (wc.path / "workcell.json").write_text(dumps_json(wc.to_marker()), encoding="utf-8")
-        meta = {
-            "workcell_id": wc.id,
-            "issue_id": wc.issue_id,
-            "loser": loser,
-            "archived_at": clock.now_iso(),
-            "backend": wc.backend,
-            "branch": None,
-            "base_commit": None,
-            "files": sorted([*files, "workcell.json"]),
-        }
-        (wc.path / ARCHIVE_META).write_text(dumps_json(meta), encoding="utf-8")
+        _write_archive_meta(wc.path, wc, loser, [*files, "workcell.json"])
         with contextlib.suppress(FileNotFoundError):
             (wc.path / MARKER_NAME).unlink()  # no longer an active workcell
         os.rename(wc.path, dest)
@@ -565,6 +545,21 @@ class WorkcellManager:
     def _repo_lock(self) -> Iterator[None]:
         with file_lock(self.root / ".lock"):
             yield
+
+
+def _write_archive_meta(where: Path, wc: Workcell, loser: bool, files: list[str]) -> None:
+    """``archive_meta.json``: which workcell, whether it lost a vote, when, and what is inside."""
+    meta = {
+        "workcell_id": wc.id,
+        "issue_id": wc.issue_id,
+        "loser": loser,
+        "archived_at": clock.now_iso(),
+        "backend": wc.backend,
+        "branch": wc.branch,
+        "base_commit": wc.base_commit,
+        "files": sorted(files),
+    }
+    (where / ARCHIVE_META).write_text(dumps_json(meta), encoding="utf-8")
 
 
 def _write_marker(wc: Workcell) -> None:
