@@ -22,6 +22,8 @@ import click
 @click.option("--patience", default=0, show_default=True, type=int, help="early stopping after P epochs without improvement (0 = off)")
 @click.option("--class-weights/--no-class-weights", default=False, show_default=True)
 @click.option("--value-loss-weight", default=0.0, show_default=True, type=float)
+@click.option("--objective", type=click.Choice(["imitation", "value"]), default="imitation", show_default=True,
+              help="imitation: reproduce the executed plans; value: learn each plan's utility and decide by it")
 @click.option("--resume", is_flag=True, help="continue from OUT/resume (optimizer, schedule and epoch included)")
 @click.option("--hidden", type=int, default=None)
 @click.option("--heads", "n_heads", type=int, default=None)
@@ -36,7 +38,7 @@ def train_cmd(
     weight_decay: float, seed: int, ema: bool, patience: int, class_weights: bool,
     value_loss_weight: float, resume: bool, hidden: int | None, n_heads: int | None,
     layers: int | None, loops: int | None, grad_loops: int | None, pool: str | None,
-    threads: int, quiet: bool,
+    threads: int, quiet: bool, objective: str = "imitation",
 ) -> None:
     """Train the URM planner on a dataset directory (also: torchrun -m planner_model.train)."""
     from planner_model.config import TrainConfig
@@ -46,6 +48,7 @@ def train_cmd(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, ema=ema,
         patience=patience, class_weights=class_weights, value_loss_weight=value_loss_weight,
         device=device, quiet=quiet, num_threads=threads,
+        extra={"objective": objective} if objective != "imitation" else {},
     )
     overrides: dict[str, Any] = {
         k: v for k, v in {"hidden": hidden, "n_heads": n_heads, "layers": layers, "loops": loops,

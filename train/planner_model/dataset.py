@@ -15,6 +15,11 @@ Labels (``--labels``): ``executed`` = the applied plan, weight 1; ``outcome`` = 
 with a reward weight ``min(20, exp((u - median_train_u) / std_train_u) / max(propensity, 0.05))``
 (weight 0 when the utility is unknown); ``best-of-k`` = the winner in
 ``.cyntra/best_of_k/labels.jsonl`` (decisions without a label row are dropped and counted).
+``attach_best_of_k`` keeps every decision of another label mode and adds the best-of-k arrays
+(``target_action`` -1 and ``action_rewards`` NaN where a decision has no label row) — the value
+objective trains on both. ``action_rewards`` holds the executed plans' utilities plus, unless
+``derived_rewards=False``, the rewards the label row derived for plans not executed (see
+:mod:`cyntra.planner.best_of_k`).
 ``write_inputs`` also writes ``{split}__planner_inputs.jsonl`` (canonical planner_input.v1 per row,
 in row order) for audits and leakage tests. Malformed archives and ledger lines are reported per file and skipped; the build still completes.
 """
@@ -195,6 +200,8 @@ def build_dataset(
     write_inputs: bool = False,
     quiet: bool = False,
     echo: Callable[[str], None] | None = None,
+    attach_best_of_k: bool = False,
+    derived_rewards: bool = True,
 ) -> BuildResult:
     """Build the dataset under ``out``; deterministic for the same archives and ledger."""
     if labels not in LABEL_MODES:
@@ -233,7 +240,8 @@ def build_dataset(
     space = ActionSpace()
     best_rows: tuple[dict[tuple[str, str], dict[str, Any]], dict[tuple[str, int], dict[str, Any]]] | None = None
     bok_path = ws.cyntra_dir / "best_of_k" / "labels.jsonl"
-    if labels == "best-of-k":
+    with_bok = labels == "best-of-k" or attach_best_of_k
+    if with_bok:
         if not bok_path.is_file():
             raise InputError(bok_path, "no best-of-k labels exist (run best-of-k collection first)")
         best_rows = _load_best_of_k(bok_path)
@@ -279,11 +287,15 @@ def build_dataset(
                 (d.issue_id, cands[0].issue.attempts)
             )
             target = label_index.get(str(row["target_action"]), -1) if row else -1
-            if target < 0:
+            if target < 0 and labels == "best-of-k":
                 skipped["no_best_of_k_label" if row is None else "best_of_k_label_not_in_space"] += 1
                 continue
             ex.target_action = target
-            rewards = row.get("action_rewards") or {} if row else {}
+            rewards: dict[str, Any] = {}
+            if row:
+                if derived_rewards:
+                    rewards.update(row.get("derived_rewards") or {})
+                rewards.update(row.get("action_rewards") or {})  # executed plans take precedence
             ex.action_rewards = {
                 label_index[k]: float(v) for k, v in rewards.items() if k in label_index and v is not None
             }
@@ -306,7 +318,7 @@ def build_dataset(
 
     outdir.mkdir(parents=True, exist_ok=True)
     vocab_sha = vocab.save(outdir / "vocab.json")
-    arrays_written = list(ARRAYS) + (list(BEST_OF_K_ARRAYS) if labels == "best-of-k" else [])
+    arrays_written = list(ARRAYS) + (list(BEST_OF_K_ARRAYS) if with_bok else [])
     digest = hashlib.sha256()
     digest.update(f"{DATASET_SCHEMA}|{labels}|{seq_len}|{n_similar}|{vocab_sha}".encode())
     truncated_examples = tokens_dropped = 0
@@ -325,7 +337,7 @@ def build_dataset(
             "issue_key": np.zeros(m, dtype=np.int64),
             "time": np.zeros(m, dtype=np.int64),
         }
-        if labels == "best-of-k":
+        if with_bok:
             arr["target_action"] = np.full(m, -1, dtype=np.int64)
             arr["action_rewards"] = np.full((m, len(space)), np.nan, dtype=np.float32)
         dist: dict[str, Counter[str]] = {h: Counter() for h in heads}
@@ -349,7 +361,7 @@ def build_dataset(
             arr["heuristic_action"][r] = e.heuristic_action
             arr["issue_key"][r] = issue_key(e.decision.issue_id)
             arr["time"][r] = e.time_us // 1000
-            if labels == "best-of-k":
+            if with_bok:
                 arr["target_action"][r] = e.target_action
                 for act, u in e.action_rewards.items():
                     arr["action_rewards"][r, act] = u
@@ -393,6 +405,8 @@ def build_dataset(
             "examples": n,
             "skipped": dict(sorted(skipped.items())),
             "from_index": from_index,
+            "best_of_k_attached": with_bok,
+            "derived_rewards": with_bok and derived_rewards,
         },
         arrays=arrays_written,
     )

@@ -4,6 +4,21 @@ Output directory layout: the best checkpoint at the top level (``model.safetenso
 ``checkpoint.json`` + ``checkpoint.sha256``, temperature fitted on validation), ``metrics.jsonl``
 (one line per epoch) and ``resume/`` (last epoch's weights + optimizer/EMA state, for ``--resume``).
 Rank 0 alone writes files and logs.
+
+Two objectives (``tc.extra["objective"]``):
+
+* ``imitation`` (default) — per-head cross-entropy on the dataset's labels (the executed or
+  best-of-K plan), optionally with the value head regressed on the executed plan's reward.
+* ``value`` — the value head Q(x, a) (one output per action) is regressed on observed utilities:
+  every plan a best-of-K label row executed (or derived) for the decision, weight 1, plus the
+  executed plan's logged reward with an importance weight ``min(ips_clip, 1/propensity)``
+  rescaled to mean 1 (so explored plans, logged with a small propensity, count for the plans the
+  logging policy rarely tried). Targets are standardised (shift/scale stored in the checkpoint's
+  ``train_config.extra``); the classification heads still learn the dataset's labels (they give
+  the decision's confidence). The checkpoint records ``decision: value`` and the best epoch is
+  the one with the lowest validation value loss. The strategy then picks argmax Q among the
+  plans the clamp allows. ``tc.extra["relative_weight"]`` (default 0) adds a within-decision
+  centred term to the value loss (see :func:`value_loss`).
 """
 
 from __future__ import annotations
@@ -103,6 +118,96 @@ def class_weight_tensors(train: Split, info: DatasetInfo, device: torch.device) 
     return out
 
 
+OBJECTIVES = ("imitation", "value")
+
+
+def objective_of(tc: TrainConfig) -> str:
+    obj = str(tc.extra.get("objective", "imitation"))
+    if obj not in OBJECTIVES:
+        raise ValueError(f"unknown objective {obj!r} (expected one of {list(OBJECTIVES)})")
+    return obj
+
+
+def value_targets(split: Split, n_actions: int, ips_clip: float,
+                  norm: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Standardised Q targets [N, A] (0 where unobserved) and their weights [N, A] (0 = unobserved).
+
+    Best-of-K ``action_rewards`` count 1 each; an executed plan's reward not already covered by
+    them counts ``min(ips_clip, 1/propensity)`` rescaled so the logged weights average 1.
+    """
+    n = len(split)
+    target = np.full((n, n_actions), np.nan, dtype=np.float64)
+    weight = np.zeros((n, n_actions), dtype=np.float64)
+    ar = split.get("action_rewards")
+    if ar is not None and ar.shape[1] == n_actions:
+        arr = np.asarray(ar, dtype=np.float64)
+        seen = np.isfinite(arr)
+        target[seen] = arr[seen]
+        weight[seen] = 1.0
+    action = np.asarray(split["action"], dtype=np.int64)
+    reward = np.asarray(split["reward"], dtype=np.float64)
+    prop = np.asarray(split["propensity"], dtype=np.float64)
+    rows = np.flatnonzero(np.isfinite(reward) & (action >= 0) & (action < n_actions))
+    rows = rows[~np.isfinite(target[rows, action[rows]])]
+    if rows.size:
+        w = np.minimum(ips_clip, 1.0 / np.clip(prop[rows], 1e-6, 1.0))
+        w = w / w.mean()
+        target[rows, action[rows]] = reward[rows]
+        weight[rows, action[rows]] = w
+    observed = weight > 0
+    if norm is None:
+        vals = target[observed]
+        shift = float(vals.mean()) if vals.size else 0.0
+        scale = float(vals.std()) if vals.size > 1 else 1.0
+        norm = (shift, scale if scale > 1e-6 else 1.0)
+    z = np.where(observed, (np.nan_to_num(target) - norm[0]) / norm[1], 0.0)
+    return z.astype(np.float32), weight.astype(np.float32), norm
+
+
+def _with_values(dataset: Any, vt: np.ndarray, vw: np.ndarray) -> Any:
+    """The batched dataset plus each row's Q targets and weights (same sorted row order)."""
+    from torch.utils.data import Dataset
+
+    class WithValues(Dataset[dict[str, Tensor]]):
+        def __len__(self) -> int:
+            return len(dataset)
+
+        def __getitem__(self, index: int) -> dict[str, Tensor]:
+            return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+        def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
+            out: dict[str, Tensor] = dataset.__getitems__(indices)
+            idx = np.sort(np.asarray(indices, dtype=np.int64))
+            out["value_target"] = torch.from_numpy(vt[idx])
+            out["value_weight"] = torch.from_numpy(vw[idx])
+            return out
+
+    return WithValues()
+
+
+def value_loss(values: Tensor, batch: dict[str, Tensor], relative_weight: float = 1.0) -> Tensor:
+    """Weighted MSE of Q over the observed (row, action) cells, plus ``relative_weight`` × the MSE of
+    Q and target each centred on the row's observed cells (rows with ≥ 2 observed plans).
+
+    The plans replayed for one decision share their random draws (the same toolchain attempts),
+    so differences between plans are far less noisy than their levels; the centred term fits
+    exactly those differences — what the argmax needs — while the plain term keeps Q in
+    utility units.
+    """
+    w = batch["value_weight"]
+    q, t = values.float(), batch["value_target"]
+    plain = (w * (q - t) ** 2).sum() / w.sum().clamp_min(1e-8)
+    if relative_weight <= 0:
+        return plain
+    m = (w > 0).float()
+    n = m.sum(dim=1, keepdim=True)
+    rows = (n >= 2).float() * m
+    qc = q - (q * m).sum(dim=1, keepdim=True) / n.clamp_min(1.0)
+    tc = t - (t * m).sum(dim=1, keepdim=True) / n.clamp_min(1.0)
+    rel = (rows * (qc - tc) ** 2).sum() / rows.sum().clamp_min(1e-8)
+    return plain + relative_weight * rel
+
+
 def compute_loss(
     logits: dict[str, Tensor],
     values: Tensor | None,
@@ -110,7 +215,10 @@ def compute_loss(
     tc: TrainConfig,
     class_weights: list[Tensor] | None,
 ) -> Tensor:
-    """Σ_heads weighted CE (ignore -1) / Σ sample weights, + optional value-head MSE."""
+    """Σ_heads weighted CE (ignore -1) / Σ sample weights, + optional value-head MSE.
+
+    With Q targets in the batch (the ``value`` objective) the value term is :func:`value_loss`.
+    """
     weights = batch["weights"]
     labels = batch["labels"]
     total = torch.zeros((), device=weights.device)
@@ -119,7 +227,10 @@ def compute_loss(
         ce = F.cross_entropy(head_logits.float(), labels[:, h], weight=cw, ignore_index=-1, reduction="none")
         valid = (labels[:, h] >= 0).float()
         total = total + (ce * weights).sum() / (weights * valid).sum().clamp_min(1e-8)
-    if values is not None and tc.value_loss_weight > 0:
+    if values is not None and "value_target" in batch:
+        rel = float(tc.extra.get("relative_weight", 0.0))
+        total = total + max(tc.value_loss_weight, 0.0) * value_loss(values, batch, rel)
+    elif values is not None and tc.value_loss_weight > 0:
         reward = batch["reward"]
         observed = ~torch.isnan(reward) & (batch["action"] >= 0)
         if observed.any():
@@ -144,6 +255,31 @@ def predict_logits(model: URM, inputs: np.ndarray, device: torch.device, batch_s
     if not chunks:
         return [np.zeros((0, n), dtype=np.float32) for _, n in model.cfg.heads]
     return [np.concatenate([c[h] for c in chunks]) for h in range(n_heads)]
+
+
+@torch.no_grad()
+def predict_values(model: URM, inputs: np.ndarray, device: torch.device, batch_size: int = 1024) -> np.ndarray:
+    """Value-head outputs [N, n_actions] (standardised units) for a whole split."""
+    model.eval()
+    out: list[np.ndarray] = []
+    for lo in range(0, len(inputs), batch_size):
+        ids = torch.from_numpy(np.asarray(inputs[lo : lo + batch_size], dtype=np.int64)).to(device)
+        _, values = model(ids)
+        if values is None:
+            raise ValueError("the model has no value head")
+        out.append(values.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.cfg.n_actions), dtype=np.float32)
+
+
+def val_value_loss(model: URM, inputs: np.ndarray, targets: tuple[np.ndarray, np.ndarray], device: torch.device,
+                   relative_weight: float = 1.0) -> float:
+    """:func:`value_loss` over a whole split (NaN when nothing is observed)."""
+    q = predict_values(model, inputs, device)
+    vt, vw = targets
+    if float(vw.sum()) <= 0:
+        return float("nan")
+    batch = {"value_target": torch.from_numpy(vt), "value_weight": torch.from_numpy(vw)}
+    return float(value_loss(torch.from_numpy(q), batch, relative_weight).item())
 
 
 def evaluate_split(model: URM, split: Split, table: np.ndarray, device: torch.device) -> dict[str, Any]:
@@ -244,6 +380,9 @@ def train(
     if len(train_split) == 0:
         raise ValueError(f"{data_dir}: the train split is empty")
 
+    objective = objective_of(tc)
+    if objective == "value":  # a copy: the value normalisation is recorded in tc.extra
+        tc = TrainConfig.from_dict({**tc.to_dict(), "value_loss_weight": tc.value_loss_weight if tc.value_loss_weight > 0 else 1.0})
     cfg_dict: dict[str, Any] = {"vocab_size": info.vocab_size, "heads": info.head_sizes, "seq_len": info.seq_len, "n_actions": len(info.actions)}
     cfg_dict.update(model_overrides or {})
     resume_dir = out / "resume"
@@ -287,6 +426,19 @@ def train(
                     ema.shadow[k] = resume_tensors[f"ema.{k}"].to(device)
 
     dataset = batched_dataset(train_split)
+    val_values: tuple[np.ndarray, np.ndarray] | None = None
+    if objective == "value":
+        clip = float(tc.extra.get("ips_clip", 20.0))
+        stored = tc.extra.get("value_norm")
+        vt, vw, norm = value_targets(train_split, len(info.actions), clip,
+                                     tuple(stored) if stored else None)  # type: ignore[arg-type]
+        if not (vw > 0).any():
+            raise ValueError(f"{data_dir}: the value objective needs rewards (best-of-K action_rewards or logged utilities)")
+        tc.extra["value_norm"] = [norm[0], norm[1]]
+        dataset = _with_values(dataset, vt, vw)
+        if len(val_split):
+            vvt, vvw, _ = value_targets(val_split, len(info.actions), clip, norm)
+            val_values = (vvt, vvw)
     sampler: DistributedSampler[dict[str, Tensor]] = DistributedSampler(dataset, num_replicas=di.world_size, rank=di.rank, shuffle=True, seed=tc.seed)
     loader = DataLoader(dataset, batch_size=tc.batch_size, sampler=sampler, collate_fn=lambda b: b, num_workers=0)
     steps_per_epoch = len(loader)
@@ -350,18 +502,24 @@ def train(
             if ema is not None:
                 model.load_state_dict({k: v.to(live[k].dtype) for k, v in ema.shadow.items()})
             ev: dict[str, Any] = evaluate_split(model, val_split, table, device) if len(val_split) else {"loss": float("nan"), "acc": {}, "exact_match": float("nan")}
+            if val_values is not None:
+                ev["value_loss"] = val_value_loss(model, val_split["inputs"], val_values, device,
+                                                  float(tc.extra.get("relative_weight", 0.0)))
             eval_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             model.load_state_dict(live)
             elapsed = time.perf_counter() - t0
             record = {
                 "epoch": epoch + 1, "step": step, "train_loss": train_loss, "val_loss": ev["loss"],
                 "val_acc": ev["acc"], "val_exact_match": ev["exact_match"], "lr": lr_at(step - 1, total_steps, tc),
+                **({"val_value_loss": ev["value_loss"]} if "value_loss" in ev else {}),
                 "time_s": round(elapsed, 4), "examples_per_s": round(len(train_split) / elapsed, 1),
             }
             append_jsonl(metrics_path, record)
             if not tc.quiet:
                 print(f"epoch {epoch + 1}: train_loss {train_loss:.4f} val_loss {ev['loss']:.4f} val_exact {ev['exact_match']:.4f} ({elapsed:.1f}s)", flush=True)
             exact = ev["exact_match"] if not math.isnan(ev["exact_match"]) else -ev["loss"]
+            if "value_loss" in ev and not math.isnan(ev["value_loss"]):
+                exact = -ev["value_loss"]  # the value objective keeps the epoch that predicts utility best
             improved = exact > best["exact_match"] + 1e-9 or (abs(exact - best["exact_match"]) <= 1e-9 and ev["loss"] < best["loss"])
             if improved or best["epoch"] == 0:
                 best = {"exact_match": exact, "loss": ev["loss"], "epoch": epoch + 1}
@@ -369,11 +527,11 @@ def train(
                 temperature = 1.0
                 if len(val_split) and "logits" in ev:
                     temperature = fit_temperature(ev["logits"], table, ev["targets"])
-                save_checkpoint(out, eval_weights, cfg, **meta_common, metrics={**record, "best_epoch": epoch + 1}, temperature=temperature, train_config=tc.to_dict())
+                save_checkpoint(out, eval_weights, cfg, **meta_common, metrics={**record, "best_epoch": epoch + 1}, temperature=temperature, train_config={**tc.to_dict(), "decision": objective})
             else:
                 bad_epochs += 1
             # resume point: last epoch's live weights + optimizer/EMA state
-            save_checkpoint(resume_dir, model.state_dict(), cfg, **meta_common, metrics=record, train_config=tc.to_dict())
+            save_checkpoint(resume_dir, model.state_dict(), cfg, **meta_common, metrics=record, train_config={**tc.to_dict(), "decision": objective})
             opt_tensors, opt_info = optimizer_to_flat(opt)
             if ema is not None:
                 opt_tensors.update({f"ema.{k}": v for k, v in ema.shadow.items()})

@@ -337,6 +337,11 @@ def _mount_subcommands() -> None:
     main.add_command(sim_group)
     main.add_command(planner)
     main.add_command(evolve_cmd)
+    from cyntra.planner.best_of_k import best_of_k_cmd
+    from cyntra.sim.benchmark import benchmark_cmd
+
+    planner.add_command(best_of_k_cmd, "best-of-k")
+    sim_group.add_command(benchmark_cmd, "benchmark")
     main.add_command(strategy_group)
     from cyntra.strategy.cli_reports import diff_cmd, promote_cmd, rollback_cmd
 

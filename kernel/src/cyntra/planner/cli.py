@@ -32,9 +32,11 @@ def planner() -> None:
               help="Read run summaries from .cyntra/index/runs.jsonl instead of scanning archives.")
 @click.option("--write-inputs", is_flag=True,
               help="Also write {split}__planner_inputs.jsonl (the planner input of every row).")
+@click.option("--attach-best-of-k", is_flag=True,
+              help="Keep every decision and attach best-of-K rewards where they exist (for --objective value).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def build_dataset_command(workspace: Path, out: Path, n_similar: int, labels: str, seq_len: int,
-                          vocab_cap: int, from_index: bool, write_inputs: bool,
+                          vocab_cap: int, from_index: bool, write_inputs: bool, attach_best_of_k: bool,
                           quiet: bool) -> None:
     """Build a leakage-safe planner dataset from the decisions ledger and the archives."""
     from planner_model.dataset import build_dataset
@@ -43,7 +45,7 @@ def build_dataset_command(workspace: Path, out: Path, n_similar: int, labels: st
     try:
         build_dataset(workspace, out, n_similar=n_similar, labels=labels, seq_len=seq_len,
                       vocab_cap=vocab_cap, from_index=from_index, write_inputs=write_inputs,
-                      quiet=quiet,
+                      attach_best_of_k=attach_best_of_k, quiet=quiet,
                       echo=None if quiet else console.print)
     except CyntraError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")

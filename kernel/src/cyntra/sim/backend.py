@@ -23,7 +23,7 @@ from cyntra.adapters import AdapterResult, RunRequest, register_adapter
 from cyntra.fsutil import atomic_write_json, set_durable
 from cyntra.kernel.config import KernelConfig, ToolchainConfig
 from cyntra.kernel.verifier import register_gate_scheme
-from cyntra.sim.profile import SimProfile, load_profile
+from cyntra.sim.profile import SimProfile, bundled_profiles, load_profile
 from cyntra.sim.world import sample_candidate
 from cyntra.state.issue import Issue
 
@@ -33,12 +33,15 @@ OUTCOME_FILE = "sim_outcome.json"  # under the workcell's logs/ (never counted a
 def profile_for(config: KernelConfig, workspace: Path) -> SimProfile:
     sim = config.sim or {}
     ref = sim.get("profile")
-    path: Path | None = None
-    if ref and ref != "default":
-        path = Path(ref)
-        if not path.is_absolute():
-            path = workspace / path
-    profile = load_profile(path)
+    if ref and str(ref) in bundled_profiles():
+        profile = load_profile(str(ref))  # a bundled profile by name ("default", "alt")
+    else:
+        path: Path | None = None
+        if ref:
+            path = Path(ref)
+            if not path.is_absolute():
+                path = workspace / path
+        profile = load_profile(path)
     if "seed" in sim:
         profile = profile.with_seed(int(sim["seed"]))
     return profile

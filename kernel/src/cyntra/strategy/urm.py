@@ -10,9 +10,15 @@ Two ways to decide, chosen by the checkpoint (``decision`` in its train config):
 
 * ``imitation`` — the most probable valid plan under the per-head classifiers (joint probability,
   temperature-calibrated on validation, is the confidence);
-* ``value`` — the plan with the highest predicted utility among allowed plans (value head); the
-  confidence is the calibrated classifier probability of the chosen plan, so the policy's
-  ``min_confidence`` keeps its meaning.
+* ``value`` — the plan with the highest predicted utility among allowed plans (value head,
+  trained with ``objective: value``; its standardised outputs are mapped back to utility units
+  with the ``value_norm`` the checkpoint recorded); the confidence is the calibrated classifier
+  probability of the chosen plan, so the policy's ``min_confidence`` keeps its meaning.
+
+The allowed set is ``extras["allowed_actions"]`` when the kernel passes it; otherwise the
+strategy builds the workspace's clamp itself (same policy file and universe limits as the
+session), so a value decision is the best allowed plan rather than the best plan projected by the
+clamp afterwards.
 """
 
 from __future__ import annotations
@@ -27,7 +33,13 @@ import numpy as np
 from cyntra.kernel.plan import TraceStep
 from cyntra.planner.action_space import ACTION_FIELDS, ActionSpace
 from cyntra.planner.tokenizer import Vocabulary, encode
-from cyntra.strategy.base import BaseStrategy, StrategyContext, StrategyDecision, StrategyEnv, StrategyUnavailable
+from cyntra.strategy.base import (
+    BaseStrategy,
+    StrategyContext,
+    StrategyDecision,
+    StrategyEnv,
+    StrategyUnavailable,
+)
 
 
 def resolve_device(requested: str) -> str:
@@ -45,7 +57,7 @@ def resolve_device(requested: str) -> str:
 class URMStrategy(BaseStrategy):
     name = "urm"
 
-    def __init__(self, loaded: Any, space: ActionSpace, device: str) -> None:
+    def __init__(self, loaded: Any, space: ActionSpace, device: str, clamp: Any = None) -> None:
         from planner_model.decode import joint_log_probs
 
         self._joint = joint_log_probs
@@ -64,9 +76,13 @@ class URMStrategy(BaseStrategy):
         self.table = np.asarray(
             [[self.heads[f].index(getattr(a, f)) for f in ACTION_FIELDS] for a in self.actions], dtype=np.int64)
         self.temperature = float(loaded.temperature)
-        self.decision_mode = str((self.meta.get("train_config") or {}).get("decision", "imitation"))
+        train_config = self.meta.get("train_config") or {}
+        self.decision_mode = str(train_config.get("decision", "imitation"))
         if self.decision_mode == "value" and getattr(self.model, "value", None) is None:
             self.decision_mode = "imitation"
+        norm = (train_config.get("extra") or {}).get("value_norm") or [0.0, 1.0]
+        self.value_shift, self.value_scale = float(norm[0]), float(norm[1])
+        self.clamp = clamp
 
     def warm_up(self) -> None:
         """One forward pass at load, so the first real decision does not pay for lazy init."""
@@ -107,13 +123,16 @@ class URMStrategy(BaseStrategy):
         with torch.inference_mode():
             logits, values = self.model(torch.from_numpy(ids.astype(np.int64)).to(self.device))
             head_logits = [logits[f].float().cpu().numpy() for f in ACTION_FIELDS]
-            value_arr = values.float().cpu().numpy() if values is not None else None
+            value_arr = (values.float().cpu().numpy().astype(np.float64) * self.value_scale + self.value_shift
+                         if values is not None else None)
         for arr in head_logits:
             if not np.isfinite(arr).all():
                 raise FloatingPointError("model produced non-finite logits")
         allowed = np.ones((len(ctxs), len(self.actions)), dtype=bool)
         for i, ctx in enumerate(ctxs):
             labels = ctx.extras.get("allowed_actions")
+            if labels is None and self.clamp is not None:
+                labels = [a.label() for a in self.clamp.allowed(ctx.issue)]
             if labels:
                 allowed_set = set(labels)
                 allowed[i] = [a.label() in allowed_set for a in self.actions]
@@ -173,6 +192,27 @@ def build_urm_strategy(env: StrategyEnv) -> URMStrategy:
         raise StrategyUnavailable(f"checkpoint refused: {exc.reason if hasattr(exc, 'reason') else exc}") from None
     except Exception as exc:  # a checkpoint must never stop the kernel
         raise StrategyUnavailable(f"checkpoint unreadable: {type(exc).__name__}: {exc}") from None
-    strategy = URMStrategy(loaded, env.space, device)
+    strategy = URMStrategy(loaded, env.space, device, clamp=_clamp_for(env))
     strategy.warm_up()
     return strategy
+
+
+def _clamp_for(env: StrategyEnv) -> Any:
+    """The workspace's policy clamp (as the session builds it), or None when it cannot be built."""
+    from cyntra.kernel.heuristic import UniverseLimits
+    from cyntra.kernel.routing import rule_matches
+    from cyntra.strategy.clamp import Clamp
+    from cyntra.strategy.policy import bundled_default_policy_path, load_policy
+
+    try:
+        universe = env.options.get("universe")
+        limits = (UniverseLimits.from_policies(universe.universe.policies.model_dump(exclude_none=True))
+                  if universe is not None else UniverseLimits())
+        path = Path(env.config.policy) if env.config.policy else bundled_default_policy_path()
+        if not path.is_absolute():
+            path = env.workspace / path
+        return Clamp(load_policy(path).policy, env.space, rule_matches,
+                     universe_max_run_minutes=limits.max_run_minutes,
+                     universe_max_concurrent_workcells=limits.max_concurrent_workcells)
+    except Exception:  # no clamp here: the engine still clamps the answer afterwards
+        return None

@@ -1,0 +1,614 @@
+"""``cyntra sim benchmark``: the whole learn-from-outcomes pipeline, end to end, against the oracle.
+
+On a fresh sim workspace (one population of ``issues + eval_issues`` arrivals):
+
+1. **history** — the first ``issues`` arrivals run under the heuristic with exploration
+   (``exploration.epsilon``), so the ledger carries propensities;
+2. **best-of-K** — :mod:`cyntra.planner.best_of_k` replays a sample of history decisions with K
+   plans each through the kernel;
+3. **dataset** — one leakage-safe dataset (executed labels, best-of-K rewards attached);
+4. **training** — ``urm-imitation`` (heads imitate the executed plans) and ``urm-outcome``
+   (value head regressed on outcomes, decides argmax Q among clamp-allowed plans);
+5. **OPE** — IPS/SNIPS/DR estimates (:mod:`cyntra.strategy.ope`) of each strategy's utility from
+   the history ledger, made BEFORE any held-out issue runs;
+6. **held-out evaluation** — the later ``eval_issues`` arrivals (new issues after the history
+   window; dependencies on history issues dropped) run under each strategy in its own copy of
+   the workspace (same history, same seeds: a paired comparison), without exploration, and are
+   scored with :func:`cyntra.sim.report.evaluate_decisions` against the oracle.
+
+Nothing the strategies learn from reads the simulator: datasets come from archives and the
+ledger only; the oracle is used for scoring alone.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from cyntra.clock import parse_ts
+from cyntra.errors import CyntraError
+from cyntra.fsutil import atomic_write_json, atomic_write_text
+from cyntra.sim.report import DecisionEval, Interval, bootstrap
+from cyntra.workspace import Workspace
+
+STRATEGIES = ("heuristic", "urm-imitation", "urm-outcome")
+ROWS = (*STRATEGIES, "oracle")
+
+
+class StrategyRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: str
+    decisions: int
+    issues: int
+    pass_rate: Interval | None
+    cost_per_pass: Interval | None
+    utility: Interval | None  # realised (oracle row: expected)
+    expected_utility: Interval | None
+    regret: Interval | None
+    fallbacks: int = 0
+    wall_seconds: float = 0.0
+
+
+class SliceRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dimension: str
+    value: str
+    strategy: str
+    n: int
+    regret: Interval | None
+    utility: Interval | None
+
+
+class OPERow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: str
+    method: str
+    estimate: float | None
+    lower: float | None
+    upper: float | None
+    reason: str | None
+    ess: float | None
+    matches: int | None
+    realised_held_out: Interval | None
+    covered: bool | None  # the realised held-out mean lies inside the OPE interval
+
+
+class BenchmarkResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: str = "cyntra.sim_benchmark.v1"
+    profile: str
+    seed: int
+    history_issues: int
+    eval_issues: int
+    k: int
+    epsilon: float
+    quick: bool
+    best_of_k: dict[str, Any]
+    dataset: dict[str, Any]
+    training: dict[str, Any]
+    rows: list[StrategyRow]
+    slices: list[SliceRow]
+    ope: list[OPERow]
+    paired_regret_vs_heuristic: dict[str, Interval | None] = Field(default_factory=dict)
+    target: dict[str, Any] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+# -- workspace preparation ----------------------------------------------------------------------
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _set_config(config_text: str, blocks: dict[str, str]) -> str:
+    """Replace top-level ``key:`` sections of the generated config (comments elsewhere kept)."""
+    lines = config_text.splitlines()
+    out: list[str] = []
+    skip = False
+    for line in lines:
+        m = re.match(r"^([A-Za-z_]+):", line)
+        if m:
+            skip = m.group(1) in blocks
+        elif skip and line and not line.startswith((" ", "#")):
+            skip = False
+        if not skip:
+            out.append(line)
+    for text in blocks.values():
+        out.append(text.rstrip())
+    return "\n".join(out) + "\n"
+
+
+def _copy_workspace(src: Path, dst: Path) -> None:
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst, symlinks=True,
+                    ignore=shutil.ignore_patterns("best_of_k", "workcells", "kernel.lock"))
+
+
+# -- evaluation helpers -------------------------------------------------------------------------
+
+
+def _ratio_interval(num: np.ndarray, den: np.ndarray, seed: int, n_boot: int = 1000) -> Interval | None:
+    if num.size == 0 or den.sum() <= 0:
+        return None
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, num.size, size=(n_boot, num.size))
+    d = den[idx].sum(axis=1)
+    ratios = np.where(d > 0, num[idx].sum(axis=1) / np.maximum(d, 1e-12), np.nan)
+    ratios = ratios[np.isfinite(ratios)]
+    return Interval(mean=float(num.sum() / den.sum()), lo=float(np.percentile(ratios, 2.5)),
+                    hi=float(np.percentile(ratios, 97.5)), n=int(num.size))
+
+
+def _strategy_row(name: str, rows: list[DecisionEval], fallbacks: int, wall: float) -> StrategyRow:
+    done = [r for r in rows if r.passed is not None]
+    passed = np.asarray([1.0 if r.passed else 0.0 for r in done])
+    cost = np.asarray([r.cost_usd or 0.0 for r in done])
+    return StrategyRow(
+        strategy=name, decisions=len(rows), issues=len({r.issue_id for r in rows}),
+        pass_rate=bootstrap(passed.tolist(), seed=11) if done else None,
+        cost_per_pass=_ratio_interval(cost, passed, seed=12),
+        utility=bootstrap([r.realised for r in done if r.realised is not None], seed=13),
+        expected_utility=bootstrap([r.expected for r in rows], seed=14),
+        regret=bootstrap([r.regret for r in rows], seed=15),
+        fallbacks=fallbacks, wall_seconds=round(wall, 3),
+    )
+
+
+def _slices(name: str, rows: list[DecisionEval]) -> list[SliceRow]:
+    out: list[SliceRow] = []
+    for dim in ("risk", "size"):
+        groups: dict[str, list[DecisionEval]] = defaultdict(list)
+        for r in rows:
+            groups[str(getattr(r, dim))].append(r)
+        for value, g in sorted(groups.items()):
+            out.append(SliceRow(dimension=dim, value=value, strategy=name, n=len(g),
+                                regret=bootstrap([r.regret for r in g], seed=21),
+                                utility=bootstrap([r.realised for r in g if r.realised is not None], seed=22)))
+    return out
+
+
+def _oracle_row(session: Any, eval_ids: set[str], first_time: dict[str, str]) -> StrategyRow:
+    """The oracle's best plan per held-out issue (at the issue's first decision time): expected values."""
+    from cyntra.sim.backend import profile_for
+    from cyntra.sim.oracle import oracle_table
+
+    profile = profile_for(session.config, session.workspace.root)
+    issues = session.store.load().issues
+    eu, pp, ec = [], [], []
+    for iid in sorted(eval_ids):
+        issue = issues.get(iid)
+        if issue is None or iid not in first_time:
+            continue
+        serial, spec = session.routed_lists(issue)
+        table = oracle_table(profile, issue, spec, serial, at=parse_ts(first_time[iid]))
+        best = max(table, key=lambda r: r[1])
+        eu.append(float(best[1]))
+        pp.append(float(best[2]))
+        ec.append(float(best[3]))
+    u = bootstrap(eu, seed=31)
+    return StrategyRow(strategy="oracle", decisions=len(eu), issues=len(eu), pass_rate=bootstrap(pp, seed=32),
+                       cost_per_pass=_ratio_interval(np.asarray(ec), np.asarray(pp), seed=33), utility=u,
+                       expected_utility=u, regret=Interval(mean=0.0, lo=0.0, hi=0.0, n=len(eu)))
+
+
+def _paired(base: list[DecisionEval], other: list[DecisionEval]) -> Interval | None:
+    """Mean over issues of (other's − heuristic's) first-decision regret."""
+    def first(rows: list[DecisionEval]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for r in rows:
+            out.setdefault(r.issue_id, r.regret)
+        return out
+
+    a, b = first(base), first(other)
+    common = sorted(set(a) & set(b))
+    return bootstrap([b[i] - a[i] for i in common], seed=41)
+
+
+# -- OPE from the history ledger --------------------------------------------------------------
+
+
+def _model_choices(ckpt: Path, data_dir: Path, allowed_of: Callable[[int, int], list[str] | None],
+                   space_labels: list[str]) -> dict[tuple[int, int], str]:
+    """(issue_key, time_ms) → the plan a checkpoint picks for that history row (allowed plans only)."""
+    import torch
+
+    from planner_model.checkpoint import load_checkpoint
+    from planner_model.data import load_dataset_info, load_split
+    from planner_model.decode import joint_log_probs
+
+    loaded = load_checkpoint(ckpt, expected_actions=space_labels, device="cpu")
+    tc = loaded.meta.get("train_config") or {}
+    decision = str(tc.get("decision", "imitation"))
+    info = load_dataset_info(data_dir)
+    from planner_model.data import action_table
+
+    table = action_table(info)
+    out: dict[tuple[int, int], str] = {}
+    for split in ("train", "val", "test"):
+        sp = load_split(info, split)
+        if len(sp) == 0:
+            continue
+        with torch.inference_mode():
+            logits, values = loaded.model(torch.from_numpy(np.asarray(sp["inputs"], dtype=np.int64)))
+        heads = [logits[f].float().numpy() for f in info.heads]
+        keys = np.load(data_dir / f"{split}__issue_key.npy")
+        times = np.load(data_dir / f"{split}__time.npy")
+        allowed = np.ones((len(sp), len(info.actions)), dtype=bool)
+        for i in range(len(sp)):
+            labels = allowed_of(int(keys[i]), int(times[i]))
+            if labels is not None:
+                allowed[i] = [a in set(labels) for a in info.actions]
+        if decision == "value" and values is not None:
+            q = np.where(allowed, values.float().numpy(), -np.inf)
+            best = q.argmax(axis=1)
+        else:
+            best = joint_log_probs(heads, table, float(loaded.temperature), allowed).argmax(axis=1)
+        for i in range(len(sp)):
+            out[(int(keys[i]), int(times[i]))] = info.actions[int(best[i])]
+    return out
+
+
+def _ope(session: Any, data_dir: Path, ckpts: dict[str, Path], seed: int) -> dict[str, Any]:
+    """OPE results per strategy from the history ledger (None where the module is absent)."""
+    try:
+        from cyntra.strategy import ope
+    except ImportError:
+        return {}
+    from cyntra.planner.action_space import ActionSpace
+    from cyntra.planner.run_summary import epoch_us
+    from cyntra.strategy.ledger import Ledger
+    from planner_model.dataset_format import issue_key
+
+    space = ActionSpace()
+    labels = [a.label() for a in space.actions]
+    index = {lab: i for i, lab in enumerate(labels)}
+    joined = [j for j in Ledger(session.workspace.decisions_dir).read().joined()
+              if j.outcome is not None and j.outcome.utility is not None and j.decision.job_type == "code"]
+    issues = session.store.load().issues
+    allowed_cache: dict[str, list[str]] = {}
+
+    def allowed(issue_id: str) -> list[str] | None:
+        if issue_id not in allowed_cache:
+            issue = issues.get(issue_id)
+            if issue is None:
+                return None
+            allowed_cache[issue_id] = [a.label() for a in session.clamp.allowed(issue)]
+        return allowed_cache[issue_id]
+
+    by_key = {issue_key(i): i for i in issues}
+    choices = {name: _model_choices(path, data_dir, lambda k, t: allowed(by_key[k]) if k in by_key else None, labels)
+               for name, path in ckpts.items()}
+    rows: list[Any] = []
+    targets: dict[str, list[int]] = {name: [] for name in ("heuristic", *ckpts)}
+    for j in joined:
+        rec = j.decision
+        key = (issue_key(rec.issue_id), epoch_us(rec.timestamp) // 1000)
+        heur = ope.target_label(rec, "heuristic")
+        picks = {n: c.get(key) for n, c in choices.items()}
+        if heur is None or any(p is None for p in picks.values()):
+            continue
+        rows.append(j)
+        targets["heuristic"].append(index[heur])
+        for n, p in picks.items():
+            targets[n].append(index[str(p)])
+    if not rows:
+        return {}
+    rewards = np.asarray([j.outcome.utility for j in rows if j.outcome is not None], dtype=np.float64)
+    logged = np.asarray([index[j.decision.applied.action.label()] for j in rows], dtype=np.int64)
+    props = np.asarray([j.decision.propensity for j in rows], dtype=np.float64)
+    logging = np.asarray([[ope.logging_probability(j.decision, lab) for lab in labels] for j in rows])
+    cell_names: dict[str, int] = {}
+    cells = []
+    for j in rows:
+        issue = issues.get(j.decision.issue_id)
+        name = f"{issue.dk_risk}/{issue.dk_size}" if issue is not None else "unknown"
+        cells.append(cell_names.setdefault(name, len(cell_names)))
+    out: dict[str, Any] = {}
+    for name, tgt in targets.items():
+        out[name] = ope.evaluate(rewards, logged, props, np.asarray(tgt, dtype=np.int64), n_actions=len(labels),
+                                 logging=logging, contexts=np.asarray(cells), target_name=name, seed=seed)
+    return out
+
+
+# -- the pipeline -------------------------------------------------------------------------------
+
+
+def run_benchmark(
+    out: str | Path,
+    *,
+    profile: str = "default",
+    n_issues: int = 600,
+    eval_issues: int | None = None,
+    seed: int = 0,
+    k: int = 6,
+    epsilon: float = 0.2,
+    bok_issues: int | None = None,
+    epochs: int | None = None,
+    quick: bool = False,
+    model: dict[str, Any] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> BenchmarkResult:
+    """Run the pipeline in ``out`` (history/, eval/<strategy>/, data/, ckpt/) and write the reports."""
+    from cyntra.kernel.runner import run_kernel
+    from cyntra.kernel.session import KernelSession
+    from cyntra.planner.best_of_k import collect_best_of_k
+    from cyntra.sim.cli import init_workspace
+    from cyntra.sim.report import evaluate_decisions
+    from planner_model.config import TrainConfig
+    from planner_model.dataset import build_dataset
+    from planner_model.train import train
+
+    say = echo or (lambda _m: None)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    root = Path(out).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    n_eval = eval_issues if eval_issues is not None else max(20, n_issues // 2)
+    n_bok = bok_issues if bok_issues is not None else n_issues
+    n_epochs = epochs if epochs is not None else (6 if quick else 30)
+    overrides = dict(model or {"hidden": 64, "n_heads": 2, "layers": 1, "loops": 2, "grad_loops": 1})
+
+    # 1. one population; the first n_issues arrivals are the history, the rest held out.
+    t = time.perf_counter()
+    hist = root / "history"
+    if hist.exists():
+        shutil.rmtree(hist)
+    from cyntra.sim.profile import bundled_profiles
+
+    bundled = bundled_profiles()
+    # A bundled name other than "default" is written as its file: the sim backend reads any other
+    # ``sim.profile`` value as a path.
+    ref = str(bundled[profile]) if profile in bundled and profile != "default" else profile
+    init_workspace(hist, n_issues=n_issues + n_eval, seed=seed, profile_ref=ref)
+    ws = Workspace.at(hist)
+    rows = sorted(_read_jsonl(ws.issues_path), key=lambda r: (str(r.get("created") or ""), str(r["id"])))
+    deps = _read_jsonl(ws.deps_path)
+    hist_rows, eval_rows = rows[:n_issues], rows[n_issues:]
+    hist_ids, eval_ids = {str(r["id"]) for r in hist_rows}, {str(r["id"]) for r in eval_rows}
+    _write_jsonl(ws.issues_path, hist_rows)
+    _write_jsonl(ws.deps_path, [d for d in deps if str(d["from"]) in hist_ids and str(d["to"]) in hist_ids])
+    eval_deps = [d for d in deps if str(d["from"]) in eval_ids and str(d["to"]) in eval_ids]
+    template = ws.config_path.read_text(encoding="utf-8")
+    atomic_write_text(ws.config_path, _set_config(template, {
+        "exploration": f"exploration:\n  epsilon: {epsilon}\n  seed: {seed}\n"}))
+    say(f"history: {len(hist_rows)} issues under the heuristic with epsilon={epsilon}")
+    run_kernel(KernelSession.open(hist), once=False, until_idle=True)
+    timings["history"] = time.perf_counter() - t
+
+    # 2. best-of-K on a sample of history decisions.
+    t = time.perf_counter()
+    bok = collect_best_of_k(hist, k=k, n_issues=n_bok, seed=seed)
+    say(f"best-of-{k}: {bok.decisions_labelled} decisions, {bok.plans_run} plans, {bok.derived_rewards} derived rewards")
+    timings["best_of_k"] = time.perf_counter() - t
+
+    # 3. dataset (executed labels + best-of-K rewards).
+    t = time.perf_counter()
+    data = root / "data"
+    ds = build_dataset(hist, data, labels="executed", attach_best_of_k=True, quiet=True)
+    timings["dataset"] = time.perf_counter() - t
+
+    # 4. training.
+    t = time.perf_counter()
+    ckpts = {"urm-imitation": root / "ckpt" / "imitation", "urm-outcome": root / "ckpt" / "outcome"}
+    training: dict[str, Any] = {}
+    for name, objective in (("urm-imitation", "imitation"), ("urm-outcome", "value")):
+        tc = TrainConfig(epochs=n_epochs, batch_size=64, lr=3e-3, seed=seed, quiet=True, device="cpu",
+                         num_threads=1, extra={"objective": objective})
+        t1 = time.perf_counter()
+        res = train(data, ckpts[name], tc, overrides)
+        training[name] = {"objective": objective, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
+                          "best": res.best_metrics, "seconds": round(time.perf_counter() - t1, 2)}
+    timings["training"] = time.perf_counter() - t
+    say(f"trained {', '.join(training)} ({n_epochs} epochs) in {timings['training']:.1f}s")
+
+    # 5. OPE from the history ledger, before any held-out issue runs.
+    t = time.perf_counter()
+    hsession = KernelSession.open(hist)
+    ope_results = _ope(hsession, data, ckpts, seed)
+    timings["ope"] = time.perf_counter() - t
+
+    # 6. held-out evaluation, one copy of the history per strategy.
+    t = time.perf_counter()
+    history_decisions = {j.decision.decision_id for j in _ledger_joined(hist)}
+    evals: dict[str, list[DecisionEval]] = {}
+    fallbacks: dict[str, int] = {}
+    walls: dict[str, float] = {}
+    first_time: dict[str, str] = {}
+    for name in STRATEGIES:
+        t1 = time.perf_counter()
+        dst = root / "eval" / name
+        _copy_workspace(hist, dst)
+        wsd = Workspace.at(dst)
+        _write_jsonl(wsd.issues_path, _read_jsonl(wsd.issues_path) + eval_rows)
+        _write_jsonl(wsd.deps_path, _read_jsonl(wsd.deps_path) + eval_deps)
+        blocks = {"exploration": "exploration:\n  epsilon: 0.0\n"}
+        if name != "heuristic":
+            blocks["strategy"] = "strategy: urm\n"
+            blocks["planner"] = f"planner:\n  checkpoint: {json.dumps(str(ckpts[name]))}\n  device: cpu\n  latency_budget_ms: 2000\n"
+        atomic_write_text(wsd.config_path, _set_config(template, blocks))
+        session = KernelSession.open(dst)
+        report = run_kernel(session, once=False, until_idle=True)
+        fallbacks[name] = report.fallbacks
+        session = KernelSession.open(dst)
+        new_ids = {j.decision.decision_id for j in _ledger_joined(dst)} - history_decisions
+        _, drows = evaluate_decisions(session, decision_ids=new_ids)
+        evals[name] = [r for r in drows if r.issue_id in eval_ids]
+        if name == "heuristic":
+            for j in sorted(_ledger_joined(dst), key=lambda j: j.decision.timestamp):
+                if j.decision.decision_id in new_ids:
+                    first_time.setdefault(j.decision.issue_id, j.decision.timestamp)
+        walls[name] = time.perf_counter() - t1
+        say(f"held-out under {name}: {len(evals[name])} decisions, {report.fallbacks} fallbacks ({walls[name]:.1f}s)")
+    oracle = _oracle_row(KernelSession.open(root / "eval" / "heuristic"), eval_ids, first_time)
+    timings["evaluation"] = time.perf_counter() - t
+
+    table = [_strategy_row(n, evals[n], fallbacks[n], walls[n]) for n in STRATEGIES] + [oracle]
+    slices = [s for n in STRATEGIES for s in _slices(n, evals[n])]
+    realised = {r.strategy: r.utility for r in table}
+    ope_rows: list[OPERow] = []
+    name_of = {"heuristic": "heuristic", "urm-imitation": "urm-imitation", "urm-outcome": "urm-outcome"}
+    for name, res in ope_results.items():
+        for method in ("ips", "snips", "dr"):
+            est = getattr(res, method)
+            held = realised.get(name_of.get(name, name))
+            covered = None
+            if est.estimate is not None and est.lower is not None and est.upper is not None and held is not None:
+                covered = bool(est.lower <= held.mean <= est.upper)
+            ope_rows.append(OPERow(strategy=name, method=method, estimate=est.estimate, lower=est.lower,
+                                   upper=est.upper, reason=est.reason, ess=res.diagnostics.ess,
+                                   matches=res.diagnostics.matches, realised_held_out=held, covered=covered))
+    result = BenchmarkResult(
+        profile=profile, seed=seed, history_issues=n_issues, eval_issues=n_eval, k=k, epsilon=epsilon, quick=quick,
+        best_of_k=bok.model_dump(mode="json"),
+        dataset={"dir": str(data), "splits": ds.meta.splits, "dataset_sha256": ds.meta.dataset_sha256,
+                 "with_action_rewards": _count_rewards(data)},
+        training=training, rows=table, slices=slices, ope=ope_rows,
+        paired_regret_vs_heuristic={n: _paired(evals["heuristic"], evals[n]) for n in STRATEGIES[1:]},
+    )
+    result.target = target_check(result)
+    timings["total"] = time.perf_counter() - t_all
+    result.timings = {k_: round(v, 2) for k_, v in timings.items()}
+    atomic_write_json(root / "benchmark.json", result.model_dump(mode="json"))
+    atomic_write_text(root / "benchmark.md", render_markdown(result))
+    return result
+
+
+def _ledger_joined(ws_root: Path) -> list[Any]:
+    from cyntra.strategy.ledger import Ledger
+
+    return Ledger(Workspace.at(ws_root).decisions_dir).read().joined()
+
+
+def _count_rewards(data: Path) -> int:
+    n = 0
+    for split in ("train", "val", "test"):
+        p = data / f"{split}__action_rewards.npy"
+        if p.is_file():
+            n += int(np.isfinite(np.load(p)).any(axis=1).sum())
+    return n
+
+
+def target_check(result: BenchmarkResult) -> dict[str, Any]:
+    """Issue 8's bar: urm-outcome regret ≤ 0.5 × heuristic's, intervals apart, no slice worse beyond its interval."""
+    rows = {r.strategy: r for r in result.rows}
+    h, o = rows["heuristic"].regret, rows["urm-outcome"].regret
+    if h is None or o is None:
+        return {"met": False, "reason": "no regret measured"}
+    ratio = o.mean / h.mean if h.mean > 0 else float("inf")
+    apart = o.hi < h.lo
+    worse = []
+    hs = {(s.dimension, s.value): s for s in result.slices if s.strategy == "heuristic"}
+    for s in result.slices:
+        if s.strategy != "urm-outcome" or s.regret is None:
+            continue
+        base = hs.get((s.dimension, s.value))
+        if base is not None and base.regret is not None and s.regret.mean > base.regret.hi:
+            worse.append(f"{s.dimension}={s.value}")
+    return {"met": bool(ratio <= 0.5 and apart and not worse), "regret_ratio": round(ratio, 4),
+            "intervals_apart": apart, "slices_worse": worse}
+
+
+def _iv(x: Interval | None, fmt: str = "{:.2f}") -> str:
+    if x is None:
+        return "-"
+    return f"{fmt.format(x.mean)} [{fmt.format(x.lo)}, {fmt.format(x.hi)}]"
+
+
+def render_markdown(r: BenchmarkResult) -> str:
+    lines = [
+        f"# Sim benchmark — profile `{r.profile}`, seed {r.seed}",
+        "",
+        f"History {r.history_issues} issues (heuristic, ε={r.epsilon}); best-of-{r.k} on "
+        f"{r.best_of_k.get('decisions_labelled')} decisions ({r.best_of_k.get('plans_run')} plans, "
+        f"{r.best_of_k.get('derived_rewards')} derived rewards); held-out {r.eval_issues} later issues"
+        + (" (quick)" if r.quick else "") + ".",
+        "",
+        "Intervals: 95% percentile bootstrap over decisions (oracle: over held-out issues, expected values).",
+        "",
+        "| strategy | decisions | pass rate | cost per pass $ | mean utility | regret vs oracle | fallbacks |",
+        "|---|---:|---|---|---|---|---:|",
+    ]
+    for row in r.rows:
+        lines.append(f"| {row.strategy} | {row.decisions} | {_iv(row.pass_rate, '{:.1%}')} | {_iv(row.cost_per_pass)} "
+                     f"| {_iv(row.utility)} | {_iv(row.regret)} | {row.fallbacks} |")
+    lines += ["", "Paired (first decision per issue) regret difference vs the heuristic:", ""]
+    for name, iv in r.paired_regret_vs_heuristic.items():
+        lines.append(f"- {name}: {_iv(iv)}")
+    t = r.target
+    lines += ["", f"Target (urm-outcome regret ≤ 0.5× heuristic, intervals apart, no slice worse): "
+              f"**{'met' if t.get('met') else 'not met'}** — ratio {t.get('regret_ratio')}, "
+              f"intervals apart: {t.get('intervals_apart')}, slices worse: {t.get('slices_worse') or 'none'}", ""]
+    lines += ["## Slices (regret vs oracle)", "", "| slice | " + " | ".join(STRATEGIES) + " |",
+              "|---|" + "---|" * len(STRATEGIES)]
+    keys = sorted({(s.dimension, s.value) for s in r.slices})
+    by = {(s.dimension, s.value, s.strategy): s for s in r.slices}
+    for dim, val in keys:
+        cells = []
+        for n in STRATEGIES:
+            s = by.get((dim, val, n))
+            cells.append(f"{_iv(s.regret)} (n={s.n})" if s is not None else "-")
+        lines.append(f"| {dim}={val} | " + " | ".join(cells) + " |")
+    lines += ["", "## Off-policy estimates from the history (made before the held-out run)", "",
+              "| strategy | method | estimate [95%] | ESS | matches | realised held-out | inside? |",
+              "|---|---|---|---:|---:|---|---|"]
+    for o in r.ope:
+        est = (f"{o.estimate:.2f} [{o.lower:.2f}, {o.upper:.2f}]" if o.estimate is not None and o.lower is not None
+               and o.upper is not None else f"refused: {o.reason}")
+        lines.append(f"| {o.strategy} | {o.method} | {est} | {o.ess or 0:.1f} | {o.matches or 0} | "
+                     f"{_iv(o.realised_held_out)} | {'-' if o.covered is None else ('yes' if o.covered else 'no')} |")
+    if not r.ope:
+        lines.append("| - | - | OPE module not available | | | | |")
+    lines += ["", "## Timings (s)", "", ", ".join(f"{k}: {v}" for k, v in r.timings.items()), ""]
+    return "\n".join(lines)
+
+
+@click.command("benchmark")
+@click.option("--profile", "profile", default="default", show_default=True,
+              help="A bundled profile name (default, alt) or a YAML file.")
+@click.option("--issues", "n_issues", type=click.IntRange(min=10), default=None,
+              help="History issues (default 600; --quick: 100).")
+@click.option("--eval-issues", type=click.IntRange(min=5), default=None, help="Held-out later issues (default issues/2).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--k", "k", type=click.IntRange(min=1, max=20), default=None, help="Best-of-K plans (default 6; quick 4).")
+@click.option("--epsilon", type=click.FloatRange(min=0, max=1), default=0.2, show_default=True)
+@click.option("--bok-issues", type=click.IntRange(min=1), default=None, help="Decisions to label (default: all issues).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None)
+@click.option("--quick", is_flag=True, help="Small and fast (≤ 90 s on 2 cores): for demos and tests.")
+def benchmark_cmd(profile: str, n_issues: int | None, eval_issues: int | None, seed: int, out: Path, k: int | None,
+                  epsilon: float, bok_issues: int | None, epochs: int | None, quick: bool) -> None:
+    """End to end: history with exploration → best-of-K → dataset → imitation and outcome models → held-out run vs the oracle."""
+    n = n_issues if n_issues is not None else (100 if quick else 600)
+    try:
+        result = run_benchmark(out, profile=profile, n_issues=n, eval_issues=eval_issues if eval_issues is not None
+                               else (50 if quick else None), seed=seed, k=k if k is not None else (4 if quick else 6),
+                               epsilon=epsilon, bok_issues=bok_issues if bok_issues is not None else (40 if quick else None),
+                               epochs=epochs, quick=quick, echo=click.echo)
+    except CyntraError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(render_markdown(result))
+    click.echo(f"wrote {Path(out) / 'benchmark.json'} and {Path(out) / 'benchmark.md'}")

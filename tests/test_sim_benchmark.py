@@ -1,0 +1,90 @@
+"""``cyntra sim benchmark``: the whole pipeline on a fresh sim workspace produces both reports.
+
+The fast variant runs a tiny pipeline through the Python API (every stage, small N, two epochs);
+the ``--quick`` CLI as the demo calls it is marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("torch")
+
+from cyntra.sim.benchmark import (
+    ROWS,
+    STRATEGIES,
+    BenchmarkResult,
+    _set_config,
+    benchmark_cmd,
+    run_benchmark,
+)
+from cyntra.strategy.ledger import Ledger
+from cyntra.workspace import Workspace
+
+
+def _check(out: Path, result: BenchmarkResult, n_history: int) -> None:
+    data = json.loads((out / "benchmark.json").read_text())
+    assert [r["strategy"] for r in data["rows"]] == list(ROWS)
+    for row in data["rows"]:
+        for key in ("pass_rate", "cost_per_pass", "utility", "regret"):
+            iv = row[key]
+            assert iv is not None and iv["lo"] <= iv["mean"] <= iv["hi"], (row["strategy"], key)
+    oracle = next(r for r in result.rows if r.strategy == "oracle")
+    assert oracle.regret is not None and oracle.regret.mean == 0.0
+    for r in result.rows[:3]:
+        assert r.regret is not None and r.regret.mean >= -1e-9 and r.decisions > 0
+    assert {s.strategy for s in result.slices} == set(STRATEGIES)
+    assert {s.dimension for s in result.slices} == {"risk", "size"}
+    md = (out / "benchmark.md").read_text()
+    for name in ROWS:
+        assert f"| {name} |" in md
+    assert "Off-policy estimates" in md and "Slices" in md
+    # OPE of the heuristic and of urm-outcome, from the history, beside the realised utility.
+    methods = {(o.strategy, o.method) for o in result.ope}
+    assert {("heuristic", "dr"), ("urm-outcome", "dr"), ("urm-outcome", "ips")} <= methods
+    for o in result.ope:
+        assert (o.estimate is None) == (o.reason is not None)
+        assert o.realised_held_out is not None
+    # The paired design: the held-out issues ran once per strategy on copies of the same history.
+    hist = Ledger(Workspace.at(out / "history").decisions_dir).read().decisions
+    assert 0.7 * n_history <= len({d.issue_id for d in hist}) <= n_history  # a few stay blocked
+    for name in STRATEGIES:
+        decisions = Ledger(Workspace.at(out / "eval" / name).decisions_dir).read().decisions
+        new = [d for d in decisions[len(hist):]]
+        assert new and all(d.mode == ("heuristic" if name == "heuristic" else "urm") for d in new)
+        assert {d.decision_id for d in decisions[: len(hist)]} == {d.decision_id for d in hist}
+        if name != "heuristic":
+            assert all(d.applied.source == "candidate" for d in new)
+    assert result.best_of_k["decisions_labelled"] > 0 and result.dataset["with_action_rewards"] > 0
+    assert result.training["urm-outcome"]["objective"] == "value"
+    assert set(result.target) >= {"met", "regret_ratio", "intervals_apart", "slices_worse"}
+
+
+def test_tiny_pipeline_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    result = run_benchmark(out, n_issues=40, eval_issues=20, seed=1, k=3, bok_issues=12, epochs=2, quick=True,
+                           model={"hidden": 16, "n_heads": 2, "layers": 1, "loops": 2, "grad_loops": 1})
+    _check(out, result, 40)
+    assert result.eval_issues == 20 and result.k == 3
+
+
+def test_config_sections_are_replaced_not_duplicated() -> None:
+    text = "# head\nstrategy: heuristic\n\nobjective:\n  fail_penalty: 0\n# tail comment\nworkcells:\n  backend: directory\n"
+    out = _set_config(text, {"strategy": "strategy: urm\n", "exploration": "exploration:\n  epsilon: 0.0\n"})
+    assert out.count("strategy:") == 1 and "strategy: urm" in out
+    assert "objective:\n  fail_penalty: 0" in out and "# tail comment" in out and "backend: directory" in out
+    assert out.rstrip().endswith("epsilon: 0.0")
+
+
+@pytest.mark.slow
+def test_quick_cli_as_the_demo_calls_it(tmp_path: Path) -> None:
+    out = tmp_path / "quick"
+    res = CliRunner().invoke(benchmark_cmd, ["--profile", "default", "--seed", "0", "--out", str(out), "--quick"])
+    assert res.exit_code == 0, res.output
+    result = BenchmarkResult.model_validate_json((out / "benchmark.json").read_text())
+    _check(out, result, 100)
+    assert result.timings["total"] <= 90

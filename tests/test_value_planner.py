@@ -1,0 +1,180 @@
+"""Value-aware decisions: Q(x, a) regressed on observed utilities, argmax Q among clamp-allowed plans.
+
+A synthetic dataset where the imitation label (what was executed) and the best plan by reward
+differ: the value objective must learn the reward's argmax, the imitation objective the label.
+The ``urm`` strategy loaded from a value checkpoint must pick the argmax-Q plan among the allowed
+ones — given explicitly, or from the workspace's clamp — and the kernel must never apply a plan
+outside the clamp's allowed set.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from cyntra.clock import parse_ts  # noqa: E402
+from cyntra.kernel.config import KernelConfig  # noqa: E402
+from cyntra.kernel.plan import DispatchPlan  # noqa: E402
+from cyntra.kernel.runner import run_kernel  # noqa: E402
+from cyntra.kernel.session import KernelSession  # noqa: E402
+from cyntra.planner.action_space import ActionSpace  # noqa: E402
+from cyntra.planner.index import SimilarRunsIndex  # noqa: E402
+from cyntra.planner.planner_input import build_planner_input  # noqa: E402
+from cyntra.planner.tokenizer import Vocabulary, encode  # noqa: E402
+from cyntra.sim.cli import init_workspace  # noqa: E402
+from cyntra.state.issue import Issue  # noqa: E402
+from cyntra.strategy.base import StrategyContext, StrategyEnv  # noqa: E402
+from cyntra.strategy.ledger import Ledger  # noqa: E402
+from cyntra.strategy.urm import build_urm_strategy  # noqa: E402
+from planner_model.checkpoint import load_checkpoint  # noqa: E402
+from planner_model.config import TrainConfig  # noqa: E402
+from planner_model.data import Split  # noqa: E402
+from planner_model.synthetic import write_synthetic_dataset  # noqa: E402
+from planner_model.train import predict_values, train, value_targets  # noqa: E402
+
+TINY = {"hidden": 32, "n_heads": 2, "layers": 1, "loops": 2, "grad_loops": 1}
+SHIFT = 7  # the best plan by reward is (executed label + SHIFT) mod 20
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = write_synthetic_dataset(tmp_path_factory.mktemp("vdata"), n=600, seq_len=12, min_len=4, n_noise_tokens=8,
+                                seed=3, use_tool=False)
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        action = np.load(d / f"{split}__action.npy")
+        best = (action + SHIFT) % 20
+        rewards = rng.normal(0.0, 0.1, size=(len(action), 20)).astype(np.float32)
+        rewards[np.arange(len(action)), best] += 10.0
+        rewards[rng.random(rewards.shape) < 0.3] = np.nan  # best-of-K covers only some plans
+        rewards[np.arange(len(action)), best] = 10.0
+        np.save(d / f"{split}__action_rewards.npy", rewards)
+        np.save(d / f"{split}__target_action.npy", best.astype(np.int64))
+    meta = json.loads((d / "dataset.json").read_text())
+    meta["arrays"] += ["target_action", "action_rewards"]
+    (d / "dataset.json").write_text(json.dumps(meta))
+    return d
+
+
+@pytest.fixture(scope="module")
+def value_ckpt(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("vckpt")
+    tc = TrainConfig(epochs=25, batch_size=32, lr=1e-2, seed=0, quiet=True, device="cpu", num_threads=1,
+                     extra={"objective": "value"})
+    train(data, out, tc, TINY)
+    return out
+
+
+def test_value_targets_weights_and_precedence() -> None:
+    arrays = {
+        "inputs": np.zeros((4, 3), dtype=np.int32),
+        "action": np.array([0, 1, 2, 3]),
+        "reward": np.array([5.0, 1.0, np.nan, 2.0], dtype=np.float32),
+        "propensity": np.array([0.8, 0.01, 0.8, 0.5], dtype=np.float32),
+        "action_rewards": np.full((4, 4), np.nan, dtype=np.float32),
+    }
+    arrays["action_rewards"][0, 0] = 9.0  # best-of-K already ran the executed plan: it wins
+    arrays["action_rewards"][0, 2] = 3.0
+    vt, vw, (shift, scale) = value_targets(Split("train", arrays), 4, ips_clip=20.0)
+    assert vw[0, 0] == 1.0 and vw[0, 2] == 1.0  # best-of-K cells weigh 1
+    assert vw[2].sum() == 0  # no reward, no label
+    logged = np.array([vw[1, 1], vw[3, 3]])
+    assert logged.mean() == pytest.approx(1.0)
+    assert logged[0] / logged[1] == pytest.approx(20.0 / 2.0)  # 1/p clipped at 20
+    observed = np.array([9.0, 3.0, 1.0, 2.0])
+    assert shift == pytest.approx(observed.mean()) and scale == pytest.approx(observed.std())
+    assert vt[0, 0] == pytest.approx((9.0 - shift) / scale)
+
+
+def test_value_objective_learns_the_reward_not_the_label(data: Path, value_ckpt: Path, tmp_path: Path) -> None:
+    meta = json.loads((value_ckpt / "checkpoint.json").read_text())
+    assert meta["train_config"]["decision"] == "value"
+    assert len(meta["train_config"]["extra"]["value_norm"]) == 2
+    assert "val_value_loss" in json.loads((value_ckpt / "metrics.jsonl").read_text().splitlines()[0])
+    loaded = load_checkpoint(value_ckpt)
+    inputs = np.load(data / "test__inputs.npy")
+    best = np.load(data / "test__target_action.npy")
+    q = predict_values(loaded.model, inputs, torch.device("cpu"))
+    assert (q.argmax(axis=1) == best).mean() >= 0.8
+    # The imitation objective on the same data follows the executed label instead.
+    imit = tmp_path / "imit"
+    train(data, imit, TrainConfig(epochs=8, batch_size=32, lr=1e-2, seed=0, quiet=True, device="cpu", num_threads=1),
+          TINY)
+    assert json.loads((imit / "checkpoint.json").read_text())["train_config"]["decision"] == "imitation"
+
+
+def _ctx(issue: Issue, space: ActionSpace, allowed: list[str] | None) -> StrategyContext:
+    pi = build_planner_input(issue, "2025-03-01T00:00:00Z", index=SimilarRunsIndex.from_summaries([]),
+                             universe_id=None)
+    heur = DispatchPlan(issue_id=issue.id, action=space.actions[0], toolchains=["codex"], speculate=False)
+    extras: dict[str, object] = {"planner_input_model": pi}
+    if allowed is not None:
+        extras["allowed_actions"] = allowed
+    return StrategyContext(issue=issue, heuristic=heur, serial_toolchains=["codex"], speculate_toolchains=["codex"],
+                           now=parse_ts("2025-03-01T00:00:00Z"), extras=extras)
+
+
+def _issue(i: int, size: str, risk: str) -> Issue:
+    return Issue(id=str(i), title=f"issue {i}", status="open", dk_size=size, dk_risk=risk)
+
+
+def test_value_decision_is_argmax_q_among_allowed(value_ckpt: Path, tmp_path: Path) -> None:
+    space = ActionSpace()
+    env = StrategyEnv(workspace=tmp_path, config=KernelConfig.model_validate(
+        {"planner": {"checkpoint": str(value_ckpt), "device": "cpu"}}), space=space)
+    strategy = build_urm_strategy(env)
+    assert strategy.describe()["decision"] == "value"
+    rng = random.Random(0)
+    labels = [a.label() for a in space.actions]
+    sizes, risks = ["XS", "S", "M", "L", "XL"], ["low", "medium", "high"]
+    ctxs, allowed_sets = [], []
+    for i in range(40):
+        allowed = rng.sample(labels, rng.randint(1, 20))
+        allowed_sets.append(allowed)
+        ctxs.append(_ctx(_issue(i, sizes[i % 5], risks[i % 3]), space, allowed))
+    decisions = strategy.decide_batch(ctxs)
+    vocab = Vocabulary(list(strategy.meta["vocab"]))
+    ids = np.stack([encode(c.extras["planner_input_model"], vocab, strategy.seq_len)[0] for c in ctxs])
+    with torch.inference_mode():
+        _, values = strategy.model(torch.from_numpy(ids.astype(np.int64)))
+    q = values.numpy().astype(np.float64) * strategy.value_scale + strategy.value_shift
+    order = [a.label() for a in strategy.actions]
+    for d, allowed, row in zip(decisions, allowed_sets, q, strict=True):
+        assert d.action.label() in allowed
+        best = max(allowed, key=lambda lab: row[order.index(lab)])
+        assert d.action.label() == best
+        assert d.expected_utility == pytest.approx(row[order.index(best)], rel=1e-5)
+        assert d.confidence is not None and 0.0 <= d.confidence <= 1.0
+    # Without an explicit set the strategy uses the workspace's clamp (bundled default policy).
+    crit = strategy.decide_batch([_ctx(_issue(100 + i, "M", "critical"), space, None) for i in range(5)])
+    assert all(d.action.max_run_minutes >= 30 for d in crit)
+    small = strategy.decide_batch([_ctx(_issue(200 + i, "XS", "low"), space, None) for i in range(5)])
+    assert all(d.action.max_candidates <= 2 and d.action.parallelism <= 2 for d in small)
+
+
+def test_kernel_never_applies_a_plan_outside_the_clamp(value_ckpt: Path, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    init_workspace(ws, n_issues=25, seed=5)
+    cfg = ws / ".cyntra" / "config.yaml"
+    text = cfg.read_text().replace("strategy: heuristic", "strategy: urm")
+    cfg.write_text(text + f"\nplanner:\n  checkpoint: {json.dumps(str(value_ckpt))}\n  device: cpu\n"
+                          "  latency_budget_ms: 2000\n")
+    session = KernelSession.open(ws)
+    run_kernel(session, once=False, until_idle=True)
+    session = KernelSession.open(ws)
+    issues = session.store.load().issues
+    records = Ledger(session.workspace.decisions_dir).read().decisions
+    assert len(records) >= 25
+    for rec in records:
+        assert rec.applied.source == "candidate", rec.fallback_reason
+        assert rec.candidate is not None and rec.candidate.action is not None
+        allowed = session.clamp.allowed(issues[rec.issue_id])
+        assert rec.applied.action in allowed
+        assert rec.candidate.action == rec.applied.action  # already allowed: the clamp changed nothing
+        assert rec.candidate.expected_utility is not None
