@@ -21,18 +21,21 @@ def main() -> None:
     ap.add_argument("--issues", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--profile", default="default")
+    ap.add_argument("--span-days", type=float, default=None,
+                    help="arrival window (default: issues / 20 per day, the default profile's rate)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ws = Path(tmp) / "ws"
         t0 = time.perf_counter()
-        init_workspace(ws, n_issues=args.issues, seed=args.seed, profile_ref=args.profile)
+        span = args.span_days if args.span_days is not None else args.issues / 20.0
+        init_workspace(ws, n_issues=args.issues, seed=args.seed, profile_ref=args.profile, span_days=span)
         t_init = time.perf_counter() - t0
         session = KernelSession.open(ws)
         t1 = time.perf_counter()
         report = run_kernel(session, until_idle=True, once=False)
         t_run = time.perf_counter() - t1
     print(json.dumps({
-        "benchmark": "sim_until_idle", "issues": args.issues, "dispatched": report.dispatched,
+        "benchmark": "sim_until_idle", "issues": args.issues, "span_days": span, "dispatched": report.dispatched,
         "candidate_runs": report.candidates, "init_s": round(t_init, 2), "run_s": round(t_run, 2),
         "per_dispatch_ms": round(1000 * t_run / max(1, report.dispatched), 2),
     }))
