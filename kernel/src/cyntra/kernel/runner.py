@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,10 @@ class IssueState:
         self.store = session.store
         self.flush_every = flush_every
         self.ops: list[_Op] = []
+        self._load()
+
+    def _load(self) -> None:
+        """(Re)read the store: issues, blockers by issue, and the arrival order."""
         self.set: IssueSet = self.store.load()
         self.pred: dict[str, list[tuple[str, str, str]]] = {}
         for d in self.set.deps:
@@ -133,8 +137,9 @@ class IssueState:
         self.active: dict[str, Issue] = {}
 
     def reload(self) -> None:
+        """Pick up edits others made (``--watch``): write ours first, then read everything again."""
         self.flush()
-        self.__init__(self.session, flush_every=self.flush_every)  # type: ignore[misc]
+        self._load()
 
     def admit(self, now: datetime) -> None:
         while self._arrived < len(self.arrivals):
@@ -522,5 +527,3 @@ def _index_hook(session: KernelSession) -> Callable[[Path], None]:
 
     return hook
 
-
-_ = timedelta  # re-exported for callers computing virtual deadlines
