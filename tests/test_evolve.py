@@ -31,11 +31,14 @@ from cyntra.kernel.evolve import (
     metric_key,
     mutate,
     read_metrics,
+    world_run_dirs,
+    world_run_summaries,
 )
 from cyntra.kernel.evolve_cli import evolve_cmd
 from cyntra.kernel.plan import TraceStep
 from cyntra.kernel.session import KernelSession
 from cyntra.planner.action_space import PlanAction
+from cyntra.planner.index import SimilarRunsIndex
 from cyntra.sim import worlds as sim_worlds
 from cyntra.state.issue import Issue
 from cyntra.strategy import base as strategy_base
@@ -44,6 +47,7 @@ from cyntra.strategy.ledger import Ledger
 from cyntra.universe import load_universe
 from cyntra.universe.context import read_context
 from cyntra.universe.world import WorldSpec, load_world, parse_world_file
+from planner_model.dataset import build_dataset
 
 FIXTURES = Path(__file__).parent / "fixtures" / "worlds"
 PLUGIN = "evolve-test-serial2"
@@ -447,3 +451,47 @@ def test_clamp_caps_population_of_a_small_low_risk_fab_world(ws: Path) -> None:
     assert report.objective.order == ["duration_ms", "overall"] and report.seed == 5
     (summary, *_) = list(_session(ws).index.runs())
     assert summary.domain == "fab_world" and "asset:world" in summary.tags
+
+
+def test_world_runs_feed_the_index_rebuild_and_the_dataset(ws: Path, tmp_path: Path) -> None:
+    """World decisions become dataset examples (job_type world) from the run directories alone.
+
+    The offline summaries (:func:`world_run_summaries`) equal what evolve indexed live, a rebuilt
+    index equals the live one, and the dataset rebuilds every world decision's planner input with
+    the hash the live decision recorded.
+    """
+    session = _session(ws)
+    for seed in (1, 2, 3):
+        evolve_world(session, "bowl", generations=1, seed=seed)
+    evolve_world(session, "library", generations=1, objective_id="fast_v1")
+    live = sorted((s.model_dump() for s in session.index.runs()), key=lambda s: s["run_id"])
+    assert len(live) == 3 * 3 + 2
+
+    offline = [s.model_dump() for d in world_run_dirs(ws) for s in world_run_summaries(d)]
+    assert sorted(offline, key=lambda s: s["run_id"]) == live
+    fresh = SimilarRunsIndex(ws)
+    assert fresh.rebuild() == []
+    assert sorted((s.model_dump() for s in fresh.runs()), key=lambda s: s["run_id"]) == live
+
+    built = build_dataset(ws, tmp_path / "ds", quiet=True, write_inputs=True)
+    src, rep = built.meta.source, built.report
+    assert (src["runs"], src["decisions"], src["examples"]) == (11, 4, 4)
+    assert rep["dropped"] == {} and rep["problems"] == []
+    assert rep["planner_input_hash"] == {"checked": 4, "mismatched": 0}
+    inputs = [json.loads(line) for split in ("train", "val", "test")
+              for line in (tmp_path / "ds" / f"{split}__planner_inputs.jsonl").read_text().splitlines()]
+    assert sorted(pi["world_id"] for pi in inputs) == ["bowl", "bowl", "bowl", "library"]
+    assert {pi["job_type"] for pi in inputs} == {"world"}
+    # the later bowl runs saw the earlier bowl candidates as similar runs, never the library's
+    n_similar = sorted(len(pi["last_N_similar_runs"]) for pi in inputs if pi["world_id"] == "bowl")
+    assert n_similar == [0, 3, 6]
+    assert build_dataset(ws, tmp_path / "ds2", quiet=True, from_index=True).meta.dataset_sha256 == \
+        built.meta.dataset_sha256
+
+    # an unfinished run (no evolve_world.json) is reported by file and skipped; nothing else is lost
+    (first, *_) = world_run_dirs(ws)
+    (first / "evolve_world.json").rename(first / "evolve_world.json.bak")
+    partial = build_dataset(ws, tmp_path / "ds3", quiet=True)
+    assert partial.meta.source["examples"] == 3
+    assert partial.report["dropped"] == {"decision_without_archive": 1, "missing_evolve_world": 1}
+    assert "evolve_world.json" in partial.report["problems"][0]

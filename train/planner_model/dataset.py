@@ -1,4 +1,4 @@
-"""Leakage-safe planner dataset builder: ledger decisions + archives → ``cyntra.planner_dataset.v1``.
+"""Leakage-safe planner dataset builder: ledger decisions + archives + world runs → ``cyntra.planner_dataset.v1``.
 
 One example per DECISION (not per candidate). For each decision the planner input is rebuilt with
 the kernel's own :func:`~cyntra.planner.planner_input.build_planner_input` from the issue snapshot
@@ -45,6 +45,7 @@ from rich.progress import Progress
 from cyntra.clock import isoformat_z, parse_ts
 from cyntra.errors import CyntraError, InputError
 from cyntra.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from cyntra.kernel.evolve import world_run_dirs, world_run_summaries
 from cyntra.planner.action_space import ActionSpace, PlanAction
 from cyntra.planner.index import SimilarRunsIndex
 from cyntra.planner.planner_input import (
@@ -183,6 +184,11 @@ def _read_runs(
     for d in _progress(archive_dirs(ws), "archives", quiet):
         try:
             summaries.append(summarize_archive(d))
+        except InputError as exc:
+            problems.append(exc)
+    for d in world_run_dirs(ws.root):  # world runs (``cyntra evolve``): one summary per candidate
+        try:
+            summaries.extend(world_run_summaries(d))
         except InputError as exc:
             problems.append(exc)
     return summaries, problems, None

@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cyntra import clock, schemas
 from cyntra.adapters.base import build_env, run_process
-from cyntra.clock import isoformat_z
+from cyntra.clock import isoformat_z, parse_ts
 from cyntra.errors import ConfigError, InputError
 from cyntra.fsutil import atomic_write_json, dumps_json
 from cyntra.kernel.artifacts import (
@@ -65,6 +65,8 @@ from cyntra.kernel.artifacts import (
     SpeculateSpec,
     Verification,
     derive_fail_codes,
+    load_json_object,
+    parse_artifact,
 )
 from cyntra.kernel.plan import DispatchPlan, TraceStep
 from cyntra.kernel.session import KernelSession
@@ -732,38 +734,62 @@ async def evolve_world_async(
         started_at=isoformat_z(started), completed_at=isoformat_z(completed), duration_ms=report.duration_ms,
         candidates_run=len(all_results), winner_toolchain=None, utility=utility,
     ))
-    _index_candidates(session, evo, all_results, incumbent, completed)
+    _index_candidates(session, run_dir)
     log.info("evolve.completed", run_id=run_id, status=report.status, best=report.best.candidate_id if report.best
              else None, utility=utility, candidates=len(all_results))
     return EvolveResult(run_dir=run_dir, report=report, decision=decision, candidates=all_results)
 
 
-def _index_candidates(session: KernelSession, evo: _Evolution, results: list[CandidateResult],
-                      best: CandidateResult | None, completed: datetime) -> None:
-    """One ``run_summary.v1`` per candidate, so later world runs retrieve them as similar runs."""
-    record = evo.decision.record
-    action = evo.decision.plan.action
-    feats = issue_features(evo.issue)
-    plan = ExecutedPlan(swarm_id=action.swarm_id, parallelism=action.parallelism,
-                        max_run_minutes=action.max_run_minutes, max_candidates=action.max_candidates)
-    available = isoformat_z(completed)  # outcomes are observable once the run has finished
-    for c in results:
+def _index_candidates(session: KernelSession, run_dir: Path) -> None:
+    """One ``run_summary.v1`` per candidate, so later world runs retrieve them as similar runs.
+
+    Built from the files just written (:func:`world_run_summaries`), so the live index and an
+    offline rebuild or dataset build see exactly the same summaries.
+    """
+    for summary in world_run_summaries(run_dir):
+        session.index.add(summary)
+
+
+def world_run_summaries(run_dir: str | Path) -> list[RunSummary]:
+    """The run summaries of a finished world run directory, one per candidate (index order).
+
+    Reads ``manifest.json`` (issue snapshot, decision record, plan), ``evolve_world.json`` (the
+    best candidate, completion time) and ``candidates/*/result.json``. A run that never finished
+    (no ``evolve_world.json``) or a file that does not parse raises an :class:`InputError` naming
+    the file; callers report and skip it.
+    """
+    d = Path(run_dir)
+    mpath, rpath = d / "manifest.json", d / EVOLVE_WORLD_FILE
+    manifest = parse_artifact(Manifest, load_json_object(mpath), mpath)
+    report = parse_artifact(EvolveWorldReport, load_json_object(rpath), rpath)
+    record = manifest.planner or {}
+    decision_id, decision_time = record.get("decision_id"), record.get("timestamp")
+    if not isinstance(decision_id, str) or not isinstance(decision_time, str):
+        raise InputError(mpath, "a world run manifest carries its decision record", field="planner")
+    feats = issue_features(manifest.issue, path=str(mpath))
+    plan = ExecutedPlan(swarm_id=manifest.plan.swarm_id, parallelism=manifest.plan.parallelism,
+                        max_run_minutes=manifest.plan.max_run_minutes, max_candidates=manifest.plan.max_candidates)
+    best_id = report.best.candidate_id if report.best is not None else None
+    out: list[RunSummary] = []
+    for brief in sorted(report.candidates, key=lambda b: (b.generation, b.index)):
+        cpath = d / "candidates" / brief.candidate_id / "result.json"
+        c = parse_artifact(CandidateResult, load_json_object(cpath), cpath)
         failed_gates = list(c.verification.blocking_failures) if c.verification else []
-        session.index.add(RunSummary(
-            run_id=f"{evo.run_id}-g{c.generation}-c{c.index}",
-            issue_id=evo.issue.id,
-            decision_id=record.decision_id,
+        out.append(RunSummary(
+            run_id=f"{report.run_id}-g{c.generation}-c{c.index}",
+            issue_id=feats.id,
+            decision_id=decision_id,
             job_type=JOB_TYPE,
-            domain=domain_of_tags(evo.issue.tags),  # type: ignore[arg-type]
-            world_id=evo.world.world_id,
-            objective_id=evo.objective.objective_id,
-            universe_id=evo.universe.universe_id,
-            tags=list(evo.issue.tags),
+            domain=domain_of_tags(feats.tags),  # type: ignore[arg-type]
+            world_id=report.world_id,
+            objective_id=report.objective_id,
+            universe_id=report.universe_id,
+            tags=list(manifest.issue.get("tags") or feats.tags),
             issue=feats,
             toolchain=WORLD_TOOLCHAIN,
             plan=plan,
             candidate_index=c.index,
-            loser=best is None or c.candidate_id != best.candidate_id,
+            loser=best_id is None or c.candidate_id != best_id,
             status=_summary_status(c),
             all_passed=c.all_gates_passed,
             failed_gates=failed_gates,
@@ -771,9 +797,18 @@ def _index_candidates(session: KernelSession, evo: _Evolution, results: list[Can
             duration_ms=c.duration_ms,
             started_at=c.started_at,
             completed_at=c.completed_at,
-            available_at=available,
-            decision_time=record.timestamp,
+            available_at=report.completed_at,  # outcomes are observable once the run has finished
+            decision_time=isoformat_z(parse_ts(decision_time)),
         ))
+    return out
+
+
+def world_run_dirs(workspace: Path) -> list[Path]:
+    """World run directories (those with a world manifest) in name order (deterministic)."""
+    root = Path(workspace) / ".cyntra" / "runs"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("evolve-"))
 
 
 @dataclass(frozen=True)

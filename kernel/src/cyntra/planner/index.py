@@ -3,7 +3,7 @@
 Persistence: ``<ws>/.cyntra/index/runs.jsonl``, append-only, one ``run_summary.v1`` per line
 (the last line for a ``run_id`` wins; unparsable lines are reported in :attr:`problems` and
 skipped, never rewritten). The runner calls :meth:`SimilarRunsIndex.add` right after archiving a
-run; :meth:`rebuild` rescans the archives; :meth:`refresh` picks up lines other processes appended.
+run (and ``cyntra evolve`` after each world run); :meth:`rebuild` rescans the archives and world runs; :meth:`refresh` picks up lines other processes appended.
 
 Query (:meth:`SimilarRunsIndex.similar_scored`): runs of the same group
 ``(job_type, domain, world_id, objective_id)`` that are *eligible* at time ``before``: started
@@ -42,7 +42,7 @@ from pydantic import ValidationError
 
 from cyntra.errors import InputError
 from cyntra.fsutil import append_line, atomic_write_text, file_lock
-from cyntra.planner.run_summary import RunSummary, epoch_us, scan_archives, summary_to_json_line
+from cyntra.planner.run_summary import RunSummary, epoch_us, scan_history, summary_to_json_line
 from cyntra.workspace import Workspace
 
 _DAY_US: Final = 86_400 * 1_000_000
@@ -276,10 +276,10 @@ class SimilarRunsIndex:
         return sum(self._insert(s) for s in self._read_new_lines())
 
     def rebuild(self) -> list[InputError]:
-        """Rescan every archive, rewrite ``runs.jsonl`` atomically, reload; returns skipped archives."""
+        """Rescan every archive and world run, rewrite ``runs.jsonl`` atomically, reload; returns skipped archives."""
         if self.workspace is None or self.path is None:
             raise ValueError("an in-memory index has no workspace to rebuild from")
-        summaries, problems = scan_archives(self.workspace)
+        summaries, problems = scan_history(self.workspace)
         summaries.sort(key=lambda s: (s.started_at, s.run_id))
         text = "".join(summary_to_json_line(s) + "\n" for s in summaries)
         with file_lock(self.path.with_name(self.path.name + ".lock")):

@@ -188,6 +188,25 @@ def scan_archives(ws: Workspace | str | Path) -> tuple[list[RunSummary], list[In
     return summaries, problems
 
 
+def scan_history(ws: Workspace | str | Path) -> tuple[list[RunSummary], list[InputError]]:
+    """Every run the planner learns from: issue archives, then world-run candidates (``.cyntra/runs/``).
+
+    World runs are summarised by :func:`cyntra.kernel.evolve.world_run_summaries`, the same
+    function the live index uses, so an offline rebuild equals what evolve indexed.
+    """
+    # Imported here: cyntra.kernel.evolve imports this module.
+    from cyntra.kernel.evolve import world_run_dirs, world_run_summaries
+
+    w = ws if isinstance(ws, Workspace) else Workspace.at(ws)
+    summaries, problems = scan_archives(w)
+    for d in world_run_dirs(w.root):
+        try:
+            summaries.extend(world_run_summaries(d))
+        except InputError as exc:
+            problems.append(exc)
+    return summaries, problems
+
+
 def problem_kind(err: InputError) -> str:
     """A short category for reports: missing_proof, invalid_json, unknown_schema_version, ..."""
     name = Path(err.path).name if err.path else "?"
