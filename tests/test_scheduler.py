@@ -272,3 +272,33 @@ def test_cycle_upstream_workspace(upstream_dir: Path) -> None:
     # Four issues are running: every lane is taken, nothing new starts.
     assert r.running == ["9", "10", "11", "14"] and r.scheduled == []
     assert r.ready == []
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_runner_cycle_without_report_schedules_the_same(seed: int, tmp_path: Path) -> None:
+    """``report=False`` (heap order, no blocked map) picks the same plans in the same order."""
+    import random
+
+    rng = random.Random(seed)
+    pool = ["kernel", "ui", "asset:world", "asset:image", "escalation"]
+    issues = [mk(str(i), dk_priority=rng.choice(["P0", "P1", "P2", "P3"]),
+                 dk_risk=rng.choice(["low", "medium", "high", "critical"]),
+                 dk_size=rng.choice(["XS", "M", "XL"]), tags=rng.sample(pool, rng.randrange(3)),
+                 dk_estimated_tokens=rng.choice([20_000, 90_000, 200_000]),
+                 created=f"2026-01-{rng.randrange(1, 10):02d}T0{rng.randrange(10)}:00:00Z",
+                 status="running" if i == 1 else rng.choice(["open", "open", "ready", "done"]))
+              for i in range(1, 300)]
+    deps = [(str(a), str(a + rng.randrange(1, 20)), "blocks") for a in rng.sample(range(1, 280), 120)]
+    config = parse_config({"scheduling": {"max_concurrent_workcells": rng.choice([3, 5, 8]),
+                                          "max_concurrent_tokens": 2_000_000,
+                                          "starvation_threshold_hours": rng.choice([0, 4])},
+                           "routing": {"rules": [{"match": {"dk_risk": ["critical"]}, "use": ["a", "b", "c"],
+                                                  "speculate": True, "parallelism": 3}]}})
+    full = schedule_cycle(issues, deps, config, tmp_path, now=NOW)
+    lean = schedule_cycle(issues, deps, config, tmp_path, now=NOW, report=False)
+    assert lean.scheduled and len(lean.ready) < len(full.ready)
+    assert [(s.issue_id, s.plan.action) for s in lean.scheduled] == [(s.issue_id, s.plan.action) for s in full.scheduled]
+    assert full.ready[:len(lean.ready)] == lean.ready and lean.blocked == {} and full.blocked
+    assert lean.skipped == full.skipped[:len(lean.skipped)]
+    assert (lean.slots_used, lean.tokens_used, lean.critical_path) == (full.slots_used, full.tokens_used,
+                                                                      full.critical_path)

@@ -347,7 +347,7 @@ class Kernel:
         if not any(i.status in ("open", "ready") for i in issues.values()):
             return 0
         cycle = self.session.plan_cycle(issues=issues, deps=deps, speculate=speculate,
-                                        max_concurrent=max_concurrent, only_issue=issue_id)
+                                        max_concurrent=max_concurrent, only_issue=issue_id, report=False)
         started = 0
         for item in cycle.schedule.scheduled:
             decision = cycle.decisions[item.issue_id]

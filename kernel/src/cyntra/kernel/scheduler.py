@@ -24,7 +24,9 @@ small batches, so a 100,000-issue backlog costs only the plans the free lanes ca
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import heapq
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -59,24 +61,32 @@ def effective_priority(issue: Issue, now: datetime, threshold_hours: float) -> i
     return max(0, rank - int(waited // threshold))
 
 
-def order_ready(
+_OrderKey = tuple[int, datetime, int, int, str, int]
+
+
+def _order_keys(
     ready: Sequence[Issue],
     graph: IssueGraph,
     controller: ExplorationController | None,
     now: datetime,
     starvation_threshold_hours: float,
-) -> list[Issue]:
-    """Ready issues, most urgent first (see the module docstring for the keys)."""
+) -> list[_OrderKey]:
+    """One flat sort key per ready issue (see the module docstring for the keys).
+
+    The four small ranks are packed into one int (critical, mode rank, priority, risk, each
+    < 8) so a comparison usually ends at the first element; ``n`` is the issue's position.
+    """
     critical = graph.critical_set
     domain_rank: dict[str, int] = {}
     default_rank = MODE_RANK["disabled"]
     threshold = timedelta(hours=starvation_threshold_hours)
     aging = starvation_threshold_hours > 0
     prio_rank = {p: n for n, p in enumerate(PRIORITIES)}
-    risk_rank = {r: -n for r, n in RISK_ORDER.items()}
+    risk_rank = {r: 3 - n for r, n in RISK_ORDER.items()}  # critical first
 
     # One flat loop, no per-issue helper calls: this keys every ready issue each cycle.
-    keyed: list[tuple[int, int, int, int, datetime, tuple[int, int, str], int]] = []
+    keyed: list[_OrderKey] = []
+    append = keyed.append
     for n, issue in enumerate(ready):
         rank = default_rank
         if controller is not None:
@@ -87,18 +97,50 @@ def order_ready(
             rank = r
         prio = prio_rank[issue.dk_priority]
         created = issue.created
-        since = issue.updated or created
-        if prio and aging and since is not None:
-            waited = now - since
-            if waited >= threshold:
-                prio = max(0, prio - int(waited // threshold))
+        if prio and aging:
+            since = issue.updated or created
+            if since is not None:
+                waited = now - since
+                if waited >= threshold:
+                    prio = max(0, prio - int(waited // threshold))
         iid = issue.id
-        keyed.append((0 if iid in critical else 1, rank, prio, risk_rank[issue.dk_risk],
-                      created or _NEVER, (0, len(iid), iid) if iid.isdigit() and iid.isascii()
-                      else (1, 0, iid), n))
+        head = ((0 if iid in critical else 512) + (rank << 6) + (prio << 3) + risk_rank[issue.dk_risk])
+        if iid.isdigit() and iid.isascii():
+            append((head, created or _NEVER, 0, len(iid), iid, n))
+        else:
+            append((head, created or _NEVER, 1, 0, iid, n))
+    return keyed
+
+
+def order_ready(
+    ready: Sequence[Issue],
+    graph: IssueGraph,
+    controller: ExplorationController | None,
+    now: datetime,
+    starvation_threshold_hours: float,
+) -> list[Issue]:
+    """Ready issues, most urgent first (see the module docstring for the keys)."""
+    keyed = _order_keys(ready, graph, controller, now, starvation_threshold_hours)
     keyed.sort()
     items = ready if isinstance(ready, list) else list(ready)
     return [items[k[-1]] for k in keyed]
+
+
+def iter_ready(
+    ready: Sequence[Issue],
+    graph: IssueGraph,
+    controller: ExplorationController | None,
+    now: datetime,
+    starvation_threshold_hours: float,
+) -> Iterator[Issue]:
+    """The same order as :func:`order_ready`, produced lazily from a heap: a cycle that fills
+    its lanes after a few issues pays O(n) for the heap, not O(n log n) for a full sort."""
+    keyed = _order_keys(ready, graph, controller, now, starvation_threshold_hours)
+    heapq.heapify(keyed)
+    items = ready if isinstance(ready, list) else list(ready)
+    pop = heapq.heappop
+    while keyed:
+        yield items[pop(keyed)[-1]]
 
 
 class ScheduledIssue(BaseModel):
@@ -228,8 +270,15 @@ def schedule_cycle(
     now: datetime | None = None,
     graph: IssueGraph | None = None,
     action_space: ActionSpace | None = None,
+    report: bool = True,
 ) -> ScheduleResult:
-    """Decide which ready issues start now, with which plans."""
+    """Decide which ready issues start now, with which plans.
+
+    ``report=False`` is the runner's cycle: it skips what only a report reads -- the blocked
+    map, and the full order of the ready issues the lanes could not take (``ready`` then lists
+    the issues considered, in order, and ``skipped`` only those). The scheduled plans are the
+    same either way (a test checks it).
+    """
     limits = universe or UniverseLimits()
     g = graph if graph is not None else IssueGraph(issues, deps)
     controller = ExplorationController(config.control, workspace)
@@ -271,26 +320,30 @@ def schedule_cycle(
             if why is not None:
                 skipped_early.append((only_issue, f"not ready: {why}"))
 
-    ordered = order_ready(ready, g, controller, now or clock.now(),
-                          sched.starvation_threshold_hours)
-
-    pos = 0
-    while pos < len(ordered) and not packer.full:
+    when = now or clock.now()
+    threshold = sched.starvation_threshold_hours
+    queue = iter(order_ready(ready, g, controller, when, threshold)) if report else \
+        iter_ready(ready, g, controller, when, threshold)
+    considered: list[Issue] = []
+    while not packer.full:
         # Enough plans to fill the free lanes, with headroom for issues that will not fit.
         size = max(8, 4 * (max_workcells - packer.slots))
-        batch = ordered[pos:pos + size]
-        pos += len(batch)
+        batch = list(itertools.islice(queue, size))
+        if not batch:
+            break
+        considered.extend(batch)
         plans = _batch_plans(fn, heuristic_batch, batch, warnings)
         for issue in batch:
             packer.offer(issue, plans[issue.id])
-    skipped = skipped_early + packer.skipped + [(i.id, NO_SLOT) for i in ordered[pos:]]
+    rest = list(queue) if report else []
+    skipped = skipped_early + packer.skipped + [(i.id, NO_SLOT) for i in rest]
 
     # Built from typed parts above; construct skips re-validating 100k-entry lists.
     return ScheduleResult.model_construct(
         scheduled=packer.scheduled,
         skipped=skipped,
-        ready=[i.id for i in ordered],
-        blocked=g.blocked(),
+        ready=[i.id for i in considered] + [i.id for i in rest],
+        blocked=g.blocked() if report else {},
         running=[i.id for i in running],
         critical_path=g.critical_path(),
         cycles=g.cycles,
@@ -310,6 +363,7 @@ __all__ = [
     "ScheduleResult",
     "ScheduledIssue",
     "effective_priority",
+    "iter_ready",
     "order_ready",
     "pack_lanes",
     "schedule_cycle",

@@ -182,10 +182,12 @@ class KernelSession:
         max_concurrent: int | None = None,
         only_issue: str | None = None,
         now: datetime | None = None,
+        report: bool = True,
     ) -> CyclePlan:
         """Schedule one cycle; every plan goes through the decision engine and the clamp.
 
         Pass an ``IssueSet`` (CLI) or ``issues``/``deps`` (the runner's in-memory active set).
+        ``report=False`` (the runner) skips the report-only parts of :func:`schedule_cycle`.
         """
         at = now or clock.now()
         if issue_set is not None:
@@ -211,5 +213,6 @@ class KernelSession:
             issues, dep_list, self.config, self.workspace.root,
             universe=self.limits, speculate=speculate, max_concurrent=max_concurrent,
             only_issue=only_issue, plan_fn=plan_fn, now=at, graph=graph, action_space=self.space,
+            report=report,
         )
         return CyclePlan(schedule=schedule, decisions=decisions)

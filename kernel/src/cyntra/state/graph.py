@@ -124,19 +124,34 @@ class IssueGraph:
             self.warnings.append(f"dependency cycle among issues {', '.join(members)} "
                                  "(its members are treated as blocked)")
         # One pass over every issue (the dominant cost at 100k issues is touching each one).
+        # Open issues that pass every check but their blockers' status wait in ``gated`` until
+        # ``done`` is complete; the rest of the ready rule is applied here, in the same pass.
         done: set[str] = set()
         self._running: list[Issue] = []
-        self._open: list[str] = []
+        ready: list[str] = []
+        gated: list[tuple[str, list[str]]] = []
+        missing, cycles, preds = self.missing, self.cycle_index, self.preds
         for iid, issue in self.issues.items():
             st = issue.status
             if st in READY_STATUSES:
-                self._open.append(iid)
+                if issue.tags and not HOLD_TAGS.isdisjoint(issue.tags):
+                    continue
+                if issue.dk_attempts >= issue.dk_max_attempts or iid in missing or iid in cycles:
+                    continue
+                ps = preds.get(iid)
+                if ps:
+                    gated.append((iid, ps))
+                ready.append(iid)
             elif st in DONE_STATUSES:
                 done.add(iid)
             elif st == "running":
                 self._running.append(issue)
         self.done: frozenset[str] = frozenset(done)
-        self._ready: list[str] | None = None
+        if gated:  # drop the ones still blocked, keeping input order
+            waiting = {iid for iid, ps in gated if not self.done.issuperset(ps)}
+            if waiting:
+                ready = [iid for iid in ready if iid not in waiting]
+        self._ready: list[str] = ready
         self._blocked: dict[str, list[str]] | None = None
         self._critical: list[str] | None = None
         self._critical_set: frozenset[str] = frozenset()
@@ -251,38 +266,13 @@ class IssueGraph:
             return "blocked by " + ", ".join(blockers)
         return None
 
-    @gc_paused
-    def _compute_ready(self) -> list[str]:
-        out: list[str] = []
-        preds = self.preds
-        missing = self.missing
-        cycles = self.cycle_index
-        done = self.done
-        issues = self.issues
-        for iid in self._open:
-            issue = issues[iid]
-            if issue.tags and not HOLD_TAGS.isdisjoint(issue.tags):
-                continue
-            if issue.dk_attempts >= issue.dk_max_attempts:
-                continue
-            if iid in missing or iid in cycles:
-                continue
-            ps = preds.get(iid)
-            if ps and not done.issuperset(ps):
-                continue
-            out.append(iid)
-        return out
-
     def ready_ids(self) -> list[str]:
         """Ids of ready issues, in input order."""
-        if self._ready is None:
-            self._ready = self._compute_ready()
         return list(self._ready)
 
     def ready_issues(self) -> list[Issue]:
-        if self._ready is None:
-            self._ready = self._compute_ready()
-        return [self.issues[i] for i in self._ready]
+        issues = self.issues
+        return [issues[i] for i in self._ready]
 
     def is_ready(self, issue_id: str) -> bool:
         return issue_id in self.issues and self.not_ready_reason(issue_id) is None
