@@ -39,6 +39,11 @@ def measured_peak_gflops(size: int = 1024, reps: int = 20) -> float:
     return 2 * size**3 / best / 1e9
 
 
+def logits_order(model: torch.nn.Module) -> list[str]:
+    """Head names in the order the torch model returns them (``fast_decode``'s column order)."""
+    return list(model.heads.keys())  # type: ignore[operator]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n-train", type=int, default=20_000)
@@ -70,6 +75,23 @@ def main() -> None:
     figures["model"] = cfg.to_dict()
     figures["parameters"] = model.num_parameters()
 
+    # Batch-1 latency as the ``urm`` strategy runs it on CPU: the numpy forward (planner_model.runtime),
+    # and torch with one intra-op thread (what the strategy sets) for comparison.
+    from planner_model.runtime import NumpyURM
+
+    np_model = NumpyURM.from_model(model)
+    np_lat = []
+    for i in range(args.latency_iters):
+        row = test[i % len(test)][None]
+        t = time.perf_counter()
+        np_logits, _ = np_model(row)
+        fast_decode([np_logits[name] for name in logits_order(model)], table, ckpt.temperature)
+        np_lat.append(time.perf_counter() - t)
+    np_ms = sorted(x * 1000 for x in np_lat[100:])
+    figures["latency_ms_median_numpy_runtime"] = round(statistics.median(np_ms), 3)
+    figures["latency_ms_p99_numpy_runtime"] = round(np_ms[int(0.99 * (len(np_ms) - 1))], 3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     lat = []
     with torch.inference_mode():
         for i in range(args.latency_iters):
@@ -81,6 +103,7 @@ def main() -> None:
     lat_ms = sorted(x * 1000 for x in lat[100:])
     figures["latency_ms_median"] = round(statistics.median(lat_ms), 3)
     figures["latency_ms_p99"] = round(lat_ms[int(0.99 * (len(lat_ms) - 1))], 3)
+    torch.set_num_threads(threads)
 
     throughput = {}
     with torch.inference_mode():
@@ -113,8 +136,8 @@ def main() -> None:
     figures["fraction_of_peak_batch1"] = round(flops / (figures["latency_ms_median"] / 1000) / 1e9 / peak, 4)  # type: ignore[operator]
     figures["targets_met"] = {
         "train_le_300s": figures["train_seconds"] <= 300,  # type: ignore[operator]
-        "latency_median_le_2ms": figures["latency_ms_median"] <= 2,  # type: ignore[operator]
-        "latency_p99_le_10ms": figures["latency_ms_p99"] <= 10,  # type: ignore[operator]
+        "latency_median_le_2ms": figures["latency_ms_median_numpy_runtime"] <= 2,  # type: ignore[operator]
+        "latency_p99_le_10ms": figures["latency_ms_p99_numpy_runtime"] <= 10,  # type: ignore[operator]
         "throughput_ge_2000": best_tp >= 2000,
     }
     text = json.dumps(figures, indent=2, sort_keys=True)

@@ -14,6 +14,7 @@ from planner_model.calibration import ece, fit_temperature, joint_nll  # noqa: E
 from planner_model.config import URMConfig  # noqa: E402
 from planner_model.decode import decode, fast_decode  # noqa: E402
 from planner_model.model import URM, flops_per_example  # noqa: E402
+from planner_model.runtime import NumpyURM  # noqa: E402
 
 HEADS = [("swarm_id", 2), ("parallelism", 3), ("max_run_minutes", 4), ("max_candidates", 3)]
 
@@ -177,3 +178,33 @@ def test_temperature_scaling_reduces_nll_on_overconfident_toy() -> None:
     t = fit_temperature(overconfident, table, targets)
     assert t > 2.0
     assert joint_nll(overconfident, table, targets, t) < joint_nll(overconfident, table, targets, 1.0) - 0.1
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"pool": "mean"}, {"layers": 2, "conv_kernel": 5, "loops": 2, "grad_loops": 2}, {"conv_kernel": 1, "n_heads": 4},
+     {"n_actions": 0}],
+    ids=["default", "mean", "deep-k5", "k1-4heads", "no-value-head"],
+)
+@pytest.mark.parametrize("batch", [1, 4])
+def test_numpy_runtime_matches_torch(kw: dict[str, object], batch: int) -> None:
+    """The kernel's CPU runtime computes URM.forward: logits and values to 1e-4, padded or not."""
+    torch.manual_seed(1)
+    model = URM(tiny(**kw)).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # larger than init so every path (masks, conv taps) matters
+            p.normal_(0.0, 0.3)
+    ids = ids_batch(seed=batch, n=batch)
+    if batch == 1:
+        ids[0, 6:] = torch.randint(4, 50, (18,))  # no padding at all: the mask-free path
+    with torch.inference_mode():
+        t_logits, t_values = model(ids)
+    n_logits, n_values = NumpyURM.from_model(model)(ids.numpy())
+    assert set(n_logits) == set(t_logits)
+    for name, t in t_logits.items():
+        np.testing.assert_allclose(n_logits[name], t.numpy(), atol=1e-4, rtol=1e-4)
+    if t_values is None:
+        assert n_values is None
+    else:
+        assert n_values is not None
+        np.testing.assert_allclose(n_values, t_values.numpy(), atol=1e-4, rtol=1e-4)

@@ -146,7 +146,7 @@ def test_allowed_actions_restrict_the_model_to_the_clamps_set(trained: Path, tmp
     from cyntra.kernel.heuristic import HeuristicContext
     from cyntra.state.graph import IssueGraph
     from cyntra.strategy.base import StrategyEnv
-    from cyntra.strategy.urm import build_urm_strategy
+    from cyntra.strategy.urm import NUMPY_MAX_BATCH, build_urm_strategy
 
     ws = _fresh_ws(tmp_path, planner={"checkpoint": str(trained), "device": "cpu"})
     session = KernelSession.open(ws)
@@ -166,9 +166,16 @@ def test_allowed_actions_restrict_the_model_to_the_clamps_set(trained: Path, tmp
         assert after.action != before.action
         assert after.action.label() in ctx.extras["allowed_actions"]
         assert after.confidence is not None and 0.0 <= after.confidence <= 1.0
-    # Batch and single decisions agree (one batch per cycle must not change the answer).
+    # Batch and single decisions agree (one batch per cycle must not change the answer); a single
+    # decision runs on the numpy forward, a batch of 6 on torch.
+    assert strategy.np_model is not None and len(ctxs) > NUMPY_MAX_BATCH
     for ctx, d in zip(ctxs, fenced, strict=True):
-        assert strategy.decide(ctx).action == d.action
+        single = strategy.decide(ctx)
+        assert single.action == d.action
+        assert single.confidence == pytest.approx(d.confidence, abs=1e-4)
+        assert single.probabilities is not None and d.probabilities is not None
+        for field, dist in d.probabilities.items():
+            assert single.probabilities[field] == pytest.approx(dist, abs=1e-4)
 
 
 def test_strategy_show_reports_the_urm_plan(trained: Path, tmp_path: Path) -> None:

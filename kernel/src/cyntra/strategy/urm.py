@@ -41,6 +41,9 @@ from cyntra.strategy.base import (
     StrategyUnavailable,
 )
 
+# Largest batch the numpy forward takes on CPU; above it torch is faster (docs/benchmarks.md).
+NUMPY_MAX_BATCH = 2
+
 
 def resolve_device(requested: str) -> str:
     import torch
@@ -83,6 +86,13 @@ class URMStrategy(BaseStrategy):
         norm = (train_config.get("extra") or {}).get("value_norm") or [0.0, 1.0]
         self.value_shift, self.value_scale = float(norm[0]), float(norm[1])
         self.clamp = clamp
+        # Small CPU batches run on the numpy forward (same outputs; a test checks it): at batch
+        # 1-2 torch's per-op dispatch is most of the latency. Larger batches and CUDA use torch.
+        self.np_model: Any = None
+        if device == "cpu":
+            from planner_model.runtime import NumpyURM
+
+            self.np_model = NumpyURM.from_model(self.model)
 
     def warm_up(self) -> None:
         """One forward pass at load, so the first real decision does not pay for lazy init."""
@@ -94,6 +104,8 @@ class URMStrategy(BaseStrategy):
             torch.set_num_threads(1)
         with torch.inference_mode():
             self.model(torch.zeros((1, self.seq_len), dtype=torch.int64, device=self.device))
+        if self.np_model is not None:
+            self.np_model(np.ones((1, self.seq_len), dtype=np.int64))  # not all-pad: no masked-out row
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -101,14 +113,25 @@ class URMStrategy(BaseStrategy):
             "checkpoint_sha256": self.loaded.sha256,
             "decision": self.decision_mode,
             "device": self.device,
+            "runtime": f"numpy (batch <= {NUMPY_MAX_BATCH}), torch" if self.np_model is not None else "torch",
         }
 
     def decide(self, ctx: StrategyContext) -> StrategyDecision:
         return self.decide_batch([ctx])[0]
 
-    def decide_batch(self, ctxs: Sequence[StrategyContext]) -> list[StrategyDecision]:
+    def _forward(self, ids: np.ndarray[Any, Any]) -> tuple[list[np.ndarray[Any, Any]], np.ndarray[Any, Any] | None]:
+        """Per-head logits (``ACTION_FIELDS`` order) and raw values, as float32 numpy arrays."""
+        if self.np_model is not None and len(ids) <= NUMPY_MAX_BATCH:
+            logits, values = self.np_model(ids)
+            return [logits[f] for f in ACTION_FIELDS], values
         import torch
 
+        with torch.inference_mode():
+            t_logits, t_values = self.model(torch.from_numpy(ids.astype(np.int64)).to(self.device))
+            return ([t_logits[f].float().cpu().numpy() for f in ACTION_FIELDS],
+                    t_values.float().cpu().numpy() if t_values is not None else None)
+
+    def decide_batch(self, ctxs: Sequence[StrategyContext]) -> list[StrategyDecision]:
         if not ctxs:
             return []
         ids = np.zeros((len(ctxs), self.seq_len), dtype=np.int32)
@@ -120,11 +143,9 @@ class URMStrategy(BaseStrategy):
             row, cut = encode(pi, self.vocab, self.seq_len)
             ids[i] = row
             truncated.append(cut)
-        with torch.inference_mode():
-            logits, values = self.model(torch.from_numpy(ids.astype(np.int64)).to(self.device))
-            head_logits = [logits[f].float().cpu().numpy() for f in ACTION_FIELDS]
-            value_arr = (values.float().cpu().numpy().astype(np.float64) * self.value_scale + self.value_shift
-                         if values is not None else None)
+        head_logits, raw_values = self._forward(ids)
+        value_arr = (raw_values.astype(np.float64) * self.value_scale + self.value_shift
+                     if raw_values is not None else None)
         for arr in head_logits:
             if not np.isfinite(arr).all():
                 raise FloatingPointError("model produced non-finite logits")
