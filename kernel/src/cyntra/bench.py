@@ -29,6 +29,8 @@ SUITE: list[tuple[str, str, list[str], str]] = [
      "build ≤ 60 s; input ≤ 2 ms median, ≥ 50× faster than a scan"),
     ("URM planner: training, latency, throughput, FLOPs", "bench_train.py", [],
      "20,000 × 10 epochs ≤ 5 min; median ≤ 2 ms, p99 ≤ 10 ms; ≥ 2,000 decisions/s"),
+    ("URM planner: one live decision including input building", "bench_decide.py", [],
+     "median ≤ 2 ms, p99 ≤ 10 ms"),
     ("Heuristic vs oracle on the default profile", "sim_gap.py", ["--issues", "2000", "--markdown"],
      "gap measurable, and learnable"),
 ]
@@ -46,6 +48,15 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
+def _sections(body: str) -> dict[str, str]:
+    """The ``### title`` blocks of the recorded section, by title."""
+    out: dict[str, str] = {}
+    for chunk in ("\n" + body).split("\n### ")[1:]:
+        title = chunk.split("\n", 1)[0].strip()
+        out[title] = "### " + chunk.rstrip("\n") + "\n"
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only", nargs="*", help="script names to run (default: all)")
@@ -56,8 +67,19 @@ def main() -> None:
     doc = args.doc or root / "docs" / "benchmarks.md"
     if not scripts.is_dir():
         sys.exit("run `python -m cyntra.bench` from a source checkout (scripts/ not found)")
-    parts = [f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine()} by `python -m cyntra.bench`.\n"]
+    text = doc.read_text(encoding="utf-8") if doc.is_file() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        text += f"\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    old_body, tail = rest.split(END, 1)
+    kept = _sections(old_body)  # --only: the other benchmarks keep their last recorded output
+    stamp = f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine()} by `python -m cyntra.bench`"
+    parts: list[str] = []
     for title, script, extra, target in SUITE:
+        if args.only and script not in args.only:
+            if title in kept:
+                parts.append(kept[title])
+            continue
         if args.only and script not in args.only:
             continue
         cmd = [sys.executable, str(scripts / script), *extra]
@@ -67,13 +89,8 @@ def main() -> None:
         wall = time.perf_counter() - t0
         out = (proc.stdout or "") + (f"\n[exit {proc.returncode}]\n{proc.stderr[-2000:]}" if proc.returncode else "")
         print(out, flush=True)
-        parts.append(f"### {title}\n\nTarget: {target}. Command: `python scripts/{script} {' '.join(extra)}` "
-                     f"({wall:.0f} s wall).\n\n```\n{out.strip()}\n```\n")
-    text = doc.read_text(encoding="utf-8") if doc.is_file() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
+        parts.append(f"### {title}\n\n{stamp}. Target: {target}. Command: "
+                     f"`python scripts/{script} {' '.join(extra)}` ({wall:.0f} s wall).\n\n```\n{out.strip()}\n```\n")
     doc.write_text(head + BEGIN + "\n" + "\n".join(parts) + END + tail, encoding="utf-8")
     print(f"wrote {doc}")
 
