@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -66,8 +67,6 @@ def main() -> None:
     for sub in (".cyntra/index", ".cyntra/archives"):
         src = ws / sub
         if src.is_dir():
-            import shutil
-
             shutil.rmtree(fresh / sub, ignore_errors=True)
             shutil.copytree(src, fresh / sub)
     session = KernelSession.open(fresh)
