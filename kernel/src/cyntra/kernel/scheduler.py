@@ -19,7 +19,8 @@ The universe's ``max_concurrent_workcells`` caps the config's (and ``--max-concu
 
 :func:`schedule_cycle` ties graph, controller, plans and packing together. Plans come from
 ``plan_fn`` (a batch callable; the heuristic by default) and are asked for lazily, in order, in
-small batches, so a 100,000-issue backlog costs only the plans the free lanes can use.
+batches the size of the free lanes, so a 100,000-issue backlog costs only the plans the free
+lanes can use.
 """
 
 from __future__ import annotations
@@ -326,8 +327,9 @@ def schedule_cycle(
         iter_ready(ready, g, controller, when, threshold)
     considered: list[Issue] = []
     while not packer.full:
-        # Enough plans to fill the free lanes, with headroom for issues that will not fit.
-        size = max(8, 4 * (max_workcells - packer.slots))
+        # As many plans as there are free lanes: every plan costs a strategy decision (planner
+        # input, model, clamp), and a plan that does not fit just asks for the next batch.
+        size = max(1, max_workcells - packer.slots)
         batch = list(itertools.islice(queue, size))
         if not batch:
             break

@@ -151,13 +151,21 @@ class KernelSession:
         return serial, expand(self.config, use, self.config.toolchain_priority)
 
     def strategy_contexts(
-        self, issues: list[Issue], ctx: HeuristicContext, now: datetime
+        self, issues: list[Issue], ctx: HeuristicContext, now: datetime, *, with_input: bool = True
     ) -> list[StrategyContext]:
+        """One context per issue. ``with_input=False`` leaves the planner input out: in
+        ``heuristic`` mode nothing decides on it, and :meth:`plan_cycle` adds its hash to the
+        records it keeps (see :meth:`with_input_hash`)."""
         out = []
         for issue in issues:
             plan = heuristic_plan(issue, ctx)
             serial, speculate = self.routed_lists(issue, ctx.rules)
-            pi = self.planner_input(issue, now)
+            extras: dict[str, Any] = {"universe_id": self.universe_id}
+            pi_json: dict[str, Any] | None = None
+            if with_input:
+                pi = self.planner_input(issue, now)
+                pi_json = pi.model_dump(mode="json")
+                extras.update(planner_input_hash=planner_input_hash(pi), planner_input_model=pi)
             out.append(
                 StrategyContext(
                     issue=issue,
@@ -165,12 +173,18 @@ class KernelSession:
                     serial_toolchains=plan.toolchains if not plan.speculate else serial,
                     speculate_toolchains=plan.toolchains if plan.speculate else speculate,
                     now=now,
-                    planner_input=pi.model_dump(mode="json"),
-                    extras={"universe_id": self.universe_id, "planner_input_hash": planner_input_hash(pi),
-                            "planner_input_model": pi},
+                    planner_input=pi_json,
+                    extras=extras,
                 )
             )
         return out
+
+    def with_input_hash(self, decision: Decision, issue: Issue, now: datetime) -> None:
+        """Record the planner input's hash on a decision made without it (same builder, same
+        time: the hash equals what a context built with the input would have carried)."""
+        if decision.record.planner_input_hash is None:
+            h = planner_input_hash(self.planner_input(issue, now))
+            decision.record = decision.record.model_copy(update={"planner_input_hash": h})
 
     def plan_cycle(
         self,
@@ -201,8 +215,12 @@ class KernelSession:
                                        action_space=self.space, speculate=speculate)
         decisions: dict[str, Decision] = {}
 
+        # In heuristic mode the applied plan never depends on the planner input, so it is built
+        # only for the decisions this cycle keeps, not for every issue the packer looks at.
+        lazy_input = self.engine.mode == "heuristic"
+
         def plan_fn(batch: list[Issue]) -> dict[str, DispatchPlan]:
-            ctxs = self.strategy_contexts(batch, hctx, at)
+            ctxs = self.strategy_contexts(batch, hctx, at, with_input=not lazy_input)
             out: dict[str, DispatchPlan] = {}
             for d in self.engine.decide(ctxs):
                 decisions[d.record.issue_id] = d
@@ -215,4 +233,8 @@ class KernelSession:
             only_issue=only_issue, plan_fn=plan_fn, now=at, graph=graph, action_space=self.space,
             report=report,
         )
+        if lazy_input:
+            keep = decisions if report else {s.issue_id: decisions[s.issue_id] for s in schedule.scheduled}
+            for iid, d in keep.items():
+                self.with_input_hash(d, issues[iid], at)
         return CyclePlan(schedule=schedule, decisions=decisions)

@@ -57,17 +57,22 @@ _Limit = tuple[str, str, Any, PolicyMode]  # rule_id, limit name, value, mode
 def _allows(action: PlanAction, name: str, value: Any) -> bool:
     if name == "allowed_swarms":
         return action.swarm_id in value
-    checks: dict[str, tuple[int, bool]] = {
-        "max_parallelism": (action.parallelism, True),
-        "max_minutes": (action.max_run_minutes, True),
-        "min_minutes": (action.max_run_minutes, False),
-        "max_candidates": (action.max_candidates, True),
-        "min_candidates": (action.max_candidates, False),
-    }
-    if name not in checks:
-        return True
-    have, is_max = checks[name]
-    return bool(have <= int(value)) if is_max else bool(have >= int(value))
+    if name == "max_parallelism":
+        return action.parallelism <= int(value)
+    if name == "max_minutes":
+        return action.max_run_minutes <= int(value)
+    if name == "min_minutes":
+        return action.max_run_minutes >= int(value)
+    if name == "max_candidates":
+        return action.max_candidates <= int(value)
+    if name == "min_candidates":
+        return action.max_candidates >= int(value)
+    return True
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for a limit value (lists of swarms become tuples)."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 _FIELD_OF = {
@@ -109,6 +114,9 @@ class Clamp:
         self.matcher = matcher
         self.universe_max_run_minutes = universe_max_run_minutes
         self.universe_max_concurrent_workcells = universe_max_concurrent_workcells
+        self._allowed_cache: dict[
+            tuple[tuple[str, Any], ...], tuple[tuple[PlanAction, ...], frozenset[tuple[str, int, int, int]]]
+        ] = {}
 
     def limits_for(self, issue: Issue) -> list[_Limit]:
         out: list[_Limit] = []
@@ -130,8 +138,17 @@ class Clamp:
 
     def allowed(self, issue: Issue) -> list[PlanAction]:
         """Every action inside all enforce-mode limits that match this issue."""
-        enforce = [lim for lim in self.limits_for(issue) if lim[3] == "enforce"]
-        return [a for a in self.space.actions if all(_allows(a, n, v) for _, n, v, _ in enforce)]
+        return list(self._allowed_for(self.limits_for(issue))[0])
+
+    def _allowed_for(self, limits: list[_Limit]) -> tuple[tuple[PlanAction, ...], frozenset[tuple[str, int, int, int]]]:
+        """The allowed actions (and their keys) under these limits, memoised: the kernel asks for
+        every decision, and a policy has only a handful of distinct limit combinations."""
+        enforce = tuple((n, _frozen(v)) for _, n, v, mode in limits if mode == "enforce")
+        hit = self._allowed_cache.get(enforce)
+        if hit is None:
+            actions = tuple(a for a in self.space.actions if all(_allows(a, n, v) for n, v in enforce))
+            hit = self._allowed_cache[enforce] = (actions, frozenset(a.key() for a in actions))
+        return hit
 
     def min_confidence(self, issue: Issue) -> tuple[float, str]:
         """The strictest confidence floor for this issue, and the rule that sets it."""
@@ -144,9 +161,9 @@ class Clamp:
 
     def apply(self, action: PlanAction, issue: Issue) -> ClampResult:
         limits = self.limits_for(issue)
-        allowed = self.allowed(issue)
+        allowed, allowed_keys = self._allowed_for(limits)
         unsatisfiable = not allowed
-        if action in allowed:
+        if action.key() in allowed_keys:
             applied = action
         elif allowed:
             applied = min(allowed, key=lambda b: _distance(action, b))
