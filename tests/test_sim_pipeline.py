@@ -7,6 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from cyntra.cli import main
@@ -94,3 +95,39 @@ def test_nothing_downstream_reads_simulator_internals() -> None:
     for path in downstream:
         bad = {m for m in _imports(path) if m == "cyntra.sim" or m.startswith("cyntra.sim.")}
         assert not bad, f"{path.relative_to(REPO)} imports {bad}"
+
+
+def test_the_fit_preview_changes_nothing_but_the_work_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scheduler skips issues whose previewed plan cannot fit without deciding them; the
+    history (issues, archives, index, ledger) equals a run that decides every issue it looks at.
+    Exploration is on so the preview's exploration draw is exercised too."""
+    import yaml
+
+    from cyntra.strategy.engine import DecisionEngine
+
+    def run(ws: Path) -> None:
+        _invoke("sim", "init", "-w", str(ws), "--issues", "60", "--seed", "8")
+        cfg_path = ws / ".cyntra" / "config.yaml"
+        cfg = yaml.safe_load(cfg_path.read_text())
+        cfg["exploration"] = {"epsilon": 0.3}
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        _invoke("run", "-w", str(ws), "--until-idle", "--json")
+
+    calls = {"n": 0}
+    original = DecisionEngine.preview_action
+
+    def counting(self: DecisionEngine, *args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DecisionEngine, "preview_action", counting)
+    run(tmp_path / "with")
+    assert calls["n"] > 0
+    monkeypatch.setattr(DecisionEngine, "preview_action", lambda self, *a, **k: None)
+    run(tmp_path / "without")
+    a, b = tmp_path / "with", tmp_path / "without"
+    for sub in (".beads", ".cyntra/archives", ".cyntra/index"):
+        assert _tree_hash(a / sub, a) == _tree_hash(b / sub, b), sub
+    assert _ledger_without_latency(a) == _ledger_without_latency(b)
+    assert any(row["source"] == "exploration" for row in
+               (r["applied"] for r in _ledger_without_latency(a) if isinstance(r, dict) and "applied" in r))

@@ -26,7 +26,6 @@ lanes can use.
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,6 +44,8 @@ from cyntra.state.graph import DepLike, IssueGraph, gc_paused
 from cyntra.state.issue import PRIORITIES, RISK_ORDER, Issue
 
 PlanFn = Callable[[list[Issue]], dict[str, DispatchPlan]]
+# issue -> (lanes its plan will take, its parallelism), or None when unknown
+PreviewFn = Callable[[Issue], tuple[int, int] | None]
 NO_SLOT = "no free workcell slot"
 _NEVER = datetime.max.replace(tzinfo=UTC)  # sorts issues without ``created`` last
 
@@ -174,24 +175,27 @@ class LanePacker:
     def full(self) -> bool:
         return self.slots >= self.max_workcells
 
-    def offer(self, issue: Issue, plan: DispatchPlan) -> bool:
+    def why_not(self, issue: Issue, slots: int, parallelism: int) -> str | None:
+        """Why a plan taking ``slots`` lanes cannot start now (None: it fits)."""
         if self.full:
-            self.skipped.append((issue.id, NO_SLOT))
-            return False
-        slots = slots_for(plan)
+            return NO_SLOT
         tokens = issue.dk_estimated_tokens * slots
         free = self.max_workcells - self.slots
         if slots > free:
-            self.skipped.append((issue.id, f"needs {slots} slots (speculating ×{plan.parallelism}), "
-                                           f"{free} free"))
-            return False
+            return f"needs {slots} slots (speculating ×{parallelism}), {free} free"
         if self.tokens + tokens > self.max_tokens:
-            why = (f"needs {tokens} tokens, {self.max_tokens - self.tokens} of "
-                   f"{self.max_tokens} free")
             if tokens > self.max_tokens:
-                why = f"needs {tokens} tokens, more than max_concurrent_tokens {self.max_tokens}"
+                return f"needs {tokens} tokens, more than max_concurrent_tokens {self.max_tokens}"
+            return f"needs {tokens} tokens, {self.max_tokens - self.tokens} of {self.max_tokens} free"
+        return None
+
+    def offer(self, issue: Issue, plan: DispatchPlan) -> bool:
+        slots = slots_for(plan)
+        why = self.why_not(issue, slots, plan.parallelism)
+        if why is not None:
             self.skipped.append((issue.id, why))
             return False
+        tokens = issue.dk_estimated_tokens * slots
         self.slots += slots
         self.tokens += tokens
         self.scheduled.append(ScheduledIssue(issue_id=issue.id, plan=plan, slots=slots,
@@ -272,6 +276,7 @@ def schedule_cycle(
     graph: IssueGraph | None = None,
     action_space: ActionSpace | None = None,
     report: bool = True,
+    preview_fn: PreviewFn | None = None,
 ) -> ScheduleResult:
     """Decide which ready issues start now, with which plans.
 
@@ -279,6 +284,12 @@ def schedule_cycle(
     map, and the full order of the ready issues the lanes could not take (``ready`` then lists
     the issues considered, in order, and ``skipped`` only those). The scheduled plans are the
     same either way (a test checks it).
+
+    ``preview_fn`` (optional) gives, cheaply, the ``(slots, parallelism)`` an issue's plan will
+    take, or ``None`` when it cannot tell; an issue whose preview does not fit is skipped with
+    the reason ``offer`` would give, without asking ``plan_fn``. It must be exact (the session's
+    comes from :meth:`DecisionEngine.preview_action`; a test checks the schedule is unchanged;
+    only if ``plan_fn`` raises and the heuristic's own plans stand in can the two differ).
     """
     limits = universe or UniverseLimits()
     g = graph if graph is not None else IssueGraph(issues, deps)
@@ -330,10 +341,19 @@ def schedule_cycle(
         # As many plans as there are free lanes: every plan costs a strategy decision (planner
         # input, model, clamp), and a plan that does not fit just asks for the next batch.
         size = max(1, max_workcells - packer.slots)
-        batch = list(itertools.islice(queue, size))
+        batch: list[Issue] = []
+        for issue in queue:
+            considered.append(issue)
+            seen = preview_fn(issue) if preview_fn is not None else None
+            why = packer.why_not(issue, *seen) if seen is not None else None
+            if why is not None:
+                packer.skipped.append((issue.id, why))
+                continue
+            batch.append(issue)
+            if len(batch) >= size or seen is not None:
+                break  # a previewed issue fits: plan it before looking further
         if not batch:
             break
-        considered.extend(batch)
         plans = _batch_plans(fn, heuristic_batch, batch, warnings)
         for issue in batch:
             packer.offer(issue, plans[issue.id])
@@ -362,6 +382,7 @@ __all__ = [
     "NO_SLOT",
     "LanePacker",
     "PlanFn",
+    "PreviewFn",
     "ScheduleResult",
     "ScheduledIssue",
     "effective_priority",

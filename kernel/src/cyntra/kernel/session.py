@@ -227,11 +227,18 @@ class KernelSession:
                 out[d.record.issue_id] = d.plan
             return out
 
+        def preview_fn(issue: Issue) -> tuple[int, int] | None:
+            action = self.engine.preview_action(issue, heuristic_plan(issue, hctx).action, at)
+            if action is None:
+                return None
+            par = action.parallelism
+            return (par if self.space.kind(action.swarm_id) == "parallel_compete" else 1), par
+
         schedule = schedule_cycle(
             issues, dep_list, self.config, self.workspace.root,
             universe=self.limits, speculate=speculate, max_concurrent=max_concurrent,
             only_issue=only_issue, plan_fn=plan_fn, now=at, graph=graph, action_space=self.space,
-            report=report,
+            report=report, preview_fn=preview_fn if self.engine.mode in ("heuristic", "shadow") else None,
         )
         if lazy_input:
             keep = decisions if report else {s.issue_id: decisions[s.issue_id] for s in schedule.scheduled}

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from cyntra.clock import isoformat_z
@@ -304,6 +305,20 @@ class DecisionEngine:
             objective_id=ctx.extras.get("objective_id"),
         )
         return Decision(record=record, plan=plan)
+
+    def preview_action(self, issue: Issue, heuristic_action: PlanAction, now: datetime,
+                       job_type: str = "code") -> PlanAction | None:
+        """The action :meth:`decide` would apply, computed without deciding -- only where the
+        heuristic fixes it (modes ``heuristic`` and ``shadow``: clamp, then exploration, seeded
+        by the same decision id). ``None`` where a candidate decides. The scheduler uses it to
+        pass over issues whose plan cannot fit without paying for a full decision."""
+        if self.mode not in ("heuristic", "shadow"):
+            return None
+        chosen = self.clamp.apply(heuristic_action, issue).applied
+        if self.config.exploration.epsilon > 0:
+            decision_id = decision_id_for(issue.id, issue.dk_attempts, isoformat_z(now), job_type)
+            chosen, _, _ = self._explore(issue, decision_id, chosen)
+        return chosen
 
     def _explore(self, issue: Issue, decision_id: str, greedy: PlanAction) -> tuple[PlanAction, float, dict[str, Any]]:
         """Epsilon-greedy inside the clamp: alternatives are only plans the clamp allows."""
