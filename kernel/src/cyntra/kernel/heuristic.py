@@ -89,11 +89,14 @@ class HeuristicContext:
         controller: ExplorationController | None = None,
         action_space: ActionSpace | None = None,
         speculate: bool = False,
+        rules: list[EffectiveRule] | None = None,
     ) -> HeuristicContext:
+        """``rules``: the compiled routing rules when the caller already has them (a session
+        compiles them once; they depend only on the config and the universe's overrides)."""
         limits = universe or UniverseLimits()
         return cls(
             config=config,
-            rules=effective_rules(config, limits.routing_overrides),
+            rules=rules if rules is not None else effective_rules(config, limits.routing_overrides),
             controller=controller,
             critical=graph.critical_set if graph is not None else frozenset(),
             limits=limits,

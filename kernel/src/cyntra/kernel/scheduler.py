@@ -277,6 +277,7 @@ def schedule_cycle(
     action_space: ActionSpace | None = None,
     report: bool = True,
     preview_fn: PreviewFn | None = None,
+    heuristic_ctx: HeuristicContext | None = None,
 ) -> ScheduleResult:
     """Decide which ready issues start now, with which plans.
 
@@ -284,6 +285,9 @@ def schedule_cycle(
     map, and the full order of the ready issues the lanes could not take (``ready`` then lists
     the issues considered, in order, and ``skipped`` only those). The scheduled plans are the
     same either way (a test checks it).
+
+    ``heuristic_ctx`` (optional): the caller's heuristic context for this graph (its rules,
+    controller and speculation flag), instead of building another.
 
     ``preview_fn`` (optional) gives, cheaply, the ``(slots, parallelism)`` an issue's plan will
     take, or ``None`` when it cannot tell; an issue whose preview does not fit is skipped with
@@ -293,10 +297,13 @@ def schedule_cycle(
     """
     limits = universe or UniverseLimits()
     g = graph if graph is not None else IssueGraph(issues, deps)
-    controller = ExplorationController(config.control, workspace)
+    if heuristic_ctx is not None and heuristic_ctx.controller is not None:  # the caller's, same graph
+        ctx, controller = heuristic_ctx, heuristic_ctx.controller
+    else:
+        controller = ExplorationController(config.control, workspace)
+        ctx = HeuristicContext.create(config, universe=limits, graph=g, controller=controller,
+                                      action_space=action_space, speculate=speculate)
     warnings = list(g.warnings) + list(controller.warnings)
-    ctx = HeuristicContext.create(config, universe=limits, graph=g, controller=controller,
-                                  action_space=action_space, speculate=speculate)
     try:
         warnings.extend(check_rules(ctx.rules, config))
     except ConfigError as exc:  # an invalid regex: that rule never matches; dispatch goes on

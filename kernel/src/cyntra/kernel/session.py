@@ -55,6 +55,7 @@ class KernelSession:
     store: BeadsStore
     _engine: DecisionEngine | None = None
     _index: Any = None
+    _rules: list[EffectiveRule] | None = None  # compiled routing rules (config + universe overrides)
 
     @classmethod
     def open(
@@ -211,8 +212,10 @@ class KernelSession:
         dep_list = deps or []
         graph = IssueGraph(issues, dep_list)
         controller = ExplorationController(self.config.control, self.workspace.root)
+        if self._rules is None:
+            self._rules = effective_rules(self.config, self.limits.routing_overrides)
         hctx = HeuristicContext.create(self.config, universe=self.limits, graph=graph, controller=controller,
-                                       action_space=self.space, speculate=speculate)
+                                       action_space=self.space, speculate=speculate, rules=self._rules)
         decisions: dict[str, Decision] = {}
 
         # In heuristic mode the applied plan never depends on the planner input, so it is built
@@ -239,6 +242,7 @@ class KernelSession:
             universe=self.limits, speculate=speculate, max_concurrent=max_concurrent,
             only_issue=only_issue, plan_fn=plan_fn, now=at, graph=graph, action_space=self.space,
             report=report, preview_fn=preview_fn if self.engine.mode in ("heuristic", "shadow") else None,
+            heuristic_ctx=hctx,
         )
         if lazy_input:
             keep = decisions if report else {s.issue_id: decisions[s.issue_id] for s in schedule.scheduled}
