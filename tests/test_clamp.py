@@ -144,6 +144,7 @@ def test_clamp_properties(rules: list[PolicyRule], issue: Issue, action: PlanAct
     assert not again.changed
     if action in clamp.allowed(issue):
         assert res.applied == action
+    assert clamp.project(action, issue) == res.applied  # the scheduler's preview path agrees
 
 
 def test_parse_policy_accepts_empty_document() -> None:

@@ -152,14 +152,16 @@ class KernelSession:
         return serial, expand(self.config, use, self.config.toolchain_priority)
 
     def strategy_contexts(
-        self, issues: list[Issue], ctx: HeuristicContext, now: datetime, *, with_input: bool = True
+        self, issues: list[Issue], ctx: HeuristicContext, now: datetime, *, with_input: bool = True,
+        heuristic_plans: Mapping[str, DispatchPlan] | None = None,
     ) -> list[StrategyContext]:
         """One context per issue. ``with_input=False`` leaves the planner input out: in
         ``heuristic`` mode nothing decides on it, and :meth:`plan_cycle` adds its hash to the
         records it keeps (see :meth:`with_input_hash`)."""
         out = []
         for issue in issues:
-            plan = heuristic_plan(issue, ctx)
+            known = heuristic_plans.get(issue.id) if heuristic_plans is not None else None
+            plan = known if known is not None else heuristic_plan(issue, ctx)
             serial, speculate = self.routed_lists(issue, ctx.rules)
             extras: dict[str, Any] = {"universe_id": self.universe_id}
             pi_json: dict[str, Any] | None = None
@@ -222,8 +224,10 @@ class KernelSession:
         # only for the decisions this cycle keeps, not for every issue the packer looks at.
         lazy_input = self.engine.mode == "heuristic"
 
+        previewed: dict[str, DispatchPlan] = {}  # heuristic plans the preview already made
+
         def plan_fn(batch: list[Issue]) -> dict[str, DispatchPlan]:
-            ctxs = self.strategy_contexts(batch, hctx, at, with_input=not lazy_input)
+            ctxs = self.strategy_contexts(batch, hctx, at, with_input=not lazy_input, heuristic_plans=previewed)
             out: dict[str, DispatchPlan] = {}
             for d in self.engine.decide(ctxs):
                 decisions[d.record.issue_id] = d
@@ -231,7 +235,8 @@ class KernelSession:
             return out
 
         def preview_fn(issue: Issue) -> tuple[int, int] | None:
-            action = self.engine.preview_action(issue, heuristic_plan(issue, hctx).action, at)
+            h = previewed[issue.id] = heuristic_plan(issue, hctx)
+            action = self.engine.preview_action(issue, h.action, at)
             if action is None:
                 return None
             par = action.parallelism

@@ -159,6 +159,17 @@ class Clamp:
                 floor, rule_id = value, rule.id
         return floor, rule_id
 
+    def project(self, action: PlanAction, issue: Issue) -> PlanAction:
+        """``apply(action, issue).applied`` without building the violations (a hot path: the
+        scheduler previews plans it may never decide)."""
+        limits = self.limits_for(issue)
+        allowed, allowed_keys = self._allowed_for(limits)
+        if action.key() in allowed_keys:
+            return action
+        if not allowed:
+            return self.apply(action, issue).applied
+        return min(allowed, key=lambda b: _distance(action, b))
+
     def apply(self, action: PlanAction, issue: Issue) -> ClampResult:
         limits = self.limits_for(issue)
         allowed, allowed_keys = self._allowed_for(limits)

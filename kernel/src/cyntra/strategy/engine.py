@@ -314,7 +314,7 @@ class DecisionEngine:
         pass over issues whose plan cannot fit without paying for a full decision."""
         if self.mode not in ("heuristic", "shadow"):
             return None
-        chosen = self.clamp.apply(heuristic_action, issue).applied
+        chosen = self.clamp.project(heuristic_action, issue)
         if self.config.exploration.epsilon > 0:
             decision_id = decision_id_for(issue.id, issue.dk_attempts, isoformat_z(now), job_type)
             chosen, _, _ = self._explore(issue, decision_id, chosen)
