@@ -722,3 +722,24 @@ def test_event_log_appends_and_reads(tmp_path: Path) -> None:
     assert first["timestamp"] == T0_Z and first["workcell_id"] == "wc-1"
     assert [(p.line, p.field) for p in problems] == [(3, "<json>"), (4, "type")]
     assert list(EventLog(tmp_path / "nowhere").read()) == []
+
+
+def test_rows_share_fields_set_and_extra_until_written(tmp_path: Path) -> None:
+    """Loaded rows with the same keys share one fields-set (and one empty extra dict); writing
+    an attribute gives that issue its own copies, and nothing leaks to the other rows."""
+    from cyntra.state.issue import NO_EXTRA, SharedFieldsSet
+
+    rows = [{"id": str(i), "title": f"t{i}", "status": "open", "tags": ["a"]} for i in range(3)]
+    _write(tmp_path, [json.dumps(r) for r in rows])
+    a, b, c = BeadsStore(tmp_path).load().issues.values()
+    assert a.model_fields_set is b.model_fields_set and type(a.model_fields_set) is SharedFieldsSet
+    assert a.__pydantic_extra__ is NO_EXTRA
+    shared = set(a.model_fields_set)
+    a.dk_risk = "high"  # validated assignment: pydantic adds to the fields-set
+    a.owner = "me"  # an unknown field goes to extra
+    assert "dk_risk" in a.model_fields_set and a.model_fields_set is not b.model_fields_set
+    assert set(b.model_fields_set) == shared == set(c.model_fields_set) and "dk_risk" not in shared
+    assert a.model_extra == {"owner": "me"} and b.model_extra == {} and NO_EXTRA == {}
+    d = b.model_copy(update={"dk_size": "XL"})
+    assert "dk_size" in d.model_fields_set and set(b.model_fields_set) == shared
+    assert b == Issue.model_validate(rows[1]) and a.dk_risk == "high" and b.dk_risk == "medium"

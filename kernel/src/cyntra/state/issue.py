@@ -87,10 +87,29 @@ def parse_int(value: Any) -> int:
     raise ValueError(f"expected an integer, got {value!r}")
 
 
+class SharedFieldsSet(set[str]):
+    """A fields-set shared by the loaded rows that have the same keys (the store's fast path):
+    100k rows share a handful of these instead of holding 100k sets. Never mutated in place:
+    :meth:`Issue.__setattr__` gives an issue its own copy before pydantic adds to it, and
+    pydantic's ``model_copy`` copies it first."""
+
+
+#: The ``__pydantic_extra__`` of every loaded row without unknown fields (copied on write too).
+NO_EXTRA: dict[str, Any] = {}
+
+
 class Issue(BaseModel):
     """A work item. Field names follow upstream (``dk_*``); see ARCHITECTURE §3."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True, validate_assignment=True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Copy-on-write for the containers the store's fast path shares between rows.
+        if type(self.__pydantic_fields_set__) is SharedFieldsSet:
+            object.__setattr__(self, "__pydantic_fields_set__", set(self.__pydantic_fields_set__))
+        if self.__pydantic_extra__ is NO_EXTRA:
+            object.__setattr__(self, "__pydantic_extra__", {})
+        super().__setattr__(name, value)
 
     id: str
     title: str = ""

@@ -34,12 +34,14 @@ from cyntra.errors import CyntraError, InputError
 from cyntra.fsutil import atomic_write_bytes, file_lock
 from cyntra.state.issue import (
     ALIASES,
+    NO_EXTRA,
     PRIORITIES,
     RISKS,
     SIZES,
     STATUSES,
     Issue,
     IssueStatus,
+    SharedFieldsSet,
 )
 
 T = TypeVar("T")
@@ -282,7 +284,7 @@ _STATUS_SET, _PRIORITY_SET, _RISK_SET, _SIZE_SET = (
 )
 _CANON_KEYS: dict[str, str] = {k: k for k in _TEMPLATE}
 # key tuple of a row -> its fields-set (rows of one file share a handful of key layouts)
-_FIELDS_SETS: dict[tuple[str, ...], frozenset[str]] = {}
+_FIELDS_SETS: dict[tuple[str, ...], SharedFieldsSet] = {}
 _set_attr = object.__setattr__
 
 
@@ -360,15 +362,15 @@ def _fast_issue(row: dict[str, Any]) -> Issue | None:
         if fields_set is None:
             if len(_FIELDS_SETS) >= 256:
                 _FIELDS_SETS.clear()
-            fields_set = _FIELDS_SETS[keys] = frozenset([*(_CANON_KEYS.get(k, k) for k in keys), "title"])
+            fields_set = _FIELDS_SETS[keys] = SharedFieldsSet([*(_CANON_KEYS.get(k, k) for k in keys), "title"])
     except (KeyError, TypeError, ValueError):  # not an enum member / unhashable; bad timestamp
         return None
     issue = Issue.__new__(Issue)
     _set_attr(issue, "__dict__", values)
-    _set_attr(issue, "__pydantic_extra__", extra)
-    # A fresh set per issue (pydantic adds to it on assignment), built from shared key strings so
-    # the row's own key strings are freed.
-    _set_attr(issue, "__pydantic_fields_set__", set(fields_set))
+    # Shared between rows, copied on write by Issue.__setattr__: a set and a dict per row were
+    # a third of a 100k-row load's memory.
+    _set_attr(issue, "__pydantic_extra__", extra or NO_EXTRA)
+    _set_attr(issue, "__pydantic_fields_set__", fields_set)
     _set_attr(issue, "__pydantic_private__", None)
     return issue
 
