@@ -544,15 +544,19 @@ def _fast_dep(row: dict[str, Any]) -> Dep | None:
     if src.isspace() or dst.isspace() or not src or not dst:
         return None
     dep = Dep.__new__(Dep)
-    _set_attr(dep, "__dict__", {"from_": src, "to": dst, "type": kind})
-    _set_attr(dep, "__pydantic_extra__", {})
-    _set_attr(
-        dep,
-        "__pydantic_fields_set__",
-        {"from_", "to", "type"} if "type" in row else {"from_", "to"},
-    )
+    _set_attr(dep, "__dict__", {"from_": src, "to": dst, "type": _DEP_TYPES.get(kind, kind)})
+    # Dep is frozen: nothing assigns to these, and model_copy copies them first, so every row
+    # shares them.
+    _set_attr(dep, "__pydantic_extra__", _DEP_NO_EXTRA)
+    _set_attr(dep, "__pydantic_fields_set__", _DEP_FIELDS_TYPED if "type" in row else _DEP_FIELDS)
     _set_attr(dep, "__pydantic_private__", None)
     return dep
+
+
+_DEP_NO_EXTRA: dict[str, Any] = {}
+_DEP_FIELDS: set[str] = {"from_", "to"}
+_DEP_FIELDS_TYPED: set[str] = {"from_", "to", "type"}
+_DEP_TYPES: dict[str, str] = {t: t for t in ("blocks", "related", "parent-child", "discovered-from")}
 
 
 def _parse_deps(path: Path, data: bytes, problems: list[ParseProblem]) -> list[Dep]:
