@@ -208,3 +208,24 @@ def test_numpy_runtime_matches_torch(kw: dict[str, object], batch: int) -> None:
     else:
         assert n_values is not None
         np.testing.assert_allclose(n_values, t_values.numpy(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("length", [1, 2, 3])
+@pytest.mark.parametrize("conv_kernel", [1, 3, 5])
+def test_numpy_runtime_matches_torch_on_very_short_inputs(length: int, conv_kernel: int) -> None:
+    """Fewer real tokens than the convolution's reach (the cls fast path trims rows)."""
+    torch.manual_seed(2)
+    model = URM(tiny(conv_kernel=conv_kernel, layers=2)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    ids = torch.zeros((2, 24), dtype=torch.int64)
+    ids[:, :length] = torch.randint(4, 50, (2, length))
+    ids[1, max(1, length - 1):] = 0  # the second row is shorter still
+    with torch.inference_mode():
+        t_logits, t_values = model(ids)
+    n_logits, n_values = NumpyURM.from_model(model)(ids.numpy())
+    for name, t in t_logits.items():
+        np.testing.assert_allclose(n_logits[name], t.numpy(), atol=1e-4, rtol=1e-4)
+    assert n_values is not None and t_values is not None
+    np.testing.assert_allclose(n_values, t_values.numpy(), atol=1e-4, rtol=1e-4)

@@ -87,12 +87,20 @@ class NumpyURM:
         out[..., 1::2] = x0 * sin + x1 * cos
         return out
 
-    def _block(self, blk: _Block, h: F32, cos: F32, sin: F32, key_bias: F32 | None, pad: F32 | None) -> F32:
+    def _block(self, blk: _Block, h: F32, cos: F32, sin: F32, key_bias: F32 | None, pad: F32 | None,
+               keep: int | None = None) -> F32:
+        """One block. ``keep``: only the first ``keep`` output rows are wanted (the last block
+        under ``cls`` pooling reads row 0): queries, the MLP and the convolution then run on
+        just the rows those outputs depend on; keys and values still cover every position."""
         b, n, d = h.shape
         nh, hd = self.n_heads, self.head_dim
+        k_size = blk.conv.shape[0]
+        half = k_size // 2
+        out_rows = n if keep is None else min(keep, n)
+        need = n if keep is None else min(n, out_rows + half)  # rows the convolution reads
         qkv = h @ blk.w_qkv  # [B, n, 3d]
         qk = self._rotate(qkv[..., : 2 * d].reshape(b, n, 2, nh, hd), cos, sin)
-        q = qk[:, :, 0].transpose(0, 2, 1, 3)  # [B, heads, n, hd]
+        q = qk[:, :need, 0].transpose(0, 2, 1, 3)  # [B, heads, need, hd]
         k = qk[:, :, 1].transpose(0, 2, 3, 1)  # [B, heads, hd, n]
         v = qkv[..., 2 * d :].reshape(b, n, nh, hd).transpose(0, 2, 1, 3)
         s = (q @ k) * np.float32(1.0 / math.sqrt(hd))
@@ -101,24 +109,24 @@ class NumpyURM:
         s -= s.max(axis=-1, keepdims=True)
         np.exp(s, out=s)
         s /= s.sum(axis=-1, keepdims=True)
-        y: F32 = (s @ v).transpose(0, 2, 1, 3).reshape(b, n, d)
-        h = self._rms(h + y @ blk.w_out, blk.norm1)
+        y: F32 = (s @ v).transpose(0, 2, 1, 3).reshape(b, need, d)
+        h = self._rms(h[:, :need] + y @ blk.w_out, blk.norm1)
         gu = h @ blk.w_gate_up
         gate, up = gu[..., : blk.inner], gu[..., blk.inner :]
         act = gate / (np.float32(1.0) + np.exp(-gate)) * up  # silu(gate) * up
         if pad is not None:
-            act *= pad
-        k_size = blk.conv.shape[0]
+            act *= pad[:, :need]
         if k_size == 1:
-            mixed = act * blk.conv[0]
+            mixed = act[:, :out_rows] * blk.conv[0]
         else:
-            half = k_size // 2
-            padded = np.zeros((b, n + 2 * half, blk.inner), dtype=np.float32)
-            padded[:, half : half + n] = act
-            mixed = padded[:, :n] * blk.conv[0]
+            # zero padding on both ends, as the torch depthwise conv; rows past ``need`` are
+            # never read by the ``out_rows`` outputs
+            padded = np.zeros((b, out_rows + 2 * half, blk.inner), dtype=np.float32)
+            padded[:, half : half + need] = act[:, : out_rows + half]
+            mixed = padded[:, :out_rows] * blk.conv[0]
             for j in range(1, k_size):
-                mixed += padded[:, j : j + n] * blk.conv[j]
-        out: F32 = self._rms(h + mixed @ blk.w_down, blk.norm2)
+                mixed += padded[:, j : j + out_rows] * blk.conv[j]
+        out: F32 = self._rms(h[:, :out_rows] + mixed @ blk.w_down, blk.norm2)
         return out
 
     # -- forward --------------------------------------------------------------------------
@@ -136,11 +144,14 @@ class NumpyURM:
         pad = valid[:, :, None].astype(np.float32) if padded else None
         key_bias = np.where(valid, np.float32(0.0), np.float32(-np.inf))[:, None, None, :] if padded else None
         h = np.zeros_like(x)
-        for _ in range(self.cfg.loops):
+        cls = self.cfg.pool == "cls"
+        last = (self.cfg.loops - 1, len(self.blocks) - 1)
+        for loop in range(self.cfg.loops):
             h = h + x  # the input is re-injected every loop
-            for blk in self.blocks:
-                h = self._block(blk, h, cos, sin, key_bias, pad)
-        if self.cfg.pool == "cls":
+            for i, blk in enumerate(self.blocks):
+                keep = 1 if cls and (loop, i) == last else None  # cls pooling reads row 0 only
+                h = self._block(blk, h, cos, sin, key_bias, pad, keep)
+        if cls:
             return np.ascontiguousarray(h[:, 0])
         if pad is None:
             mean: F32 = h.mean(axis=1)
