@@ -11,7 +11,7 @@ import pytest
 
 from cyntra.control import REPORT_PATH, ExplorationController
 from cyntra.kernel.config import KernelConfig, load_config, parse_config
-from cyntra.kernel.heuristic import UniverseLimits
+from cyntra.kernel.heuristic import HeuristicContext, UniverseLimits, heuristic_plan
 from cyntra.kernel.plan import DispatchPlan
 from cyntra.kernel.scheduler import (
     NO_SLOT,
@@ -19,6 +19,7 @@ from cyntra.kernel.scheduler import (
     order_ready,
     pack_lanes,
     schedule_cycle,
+    slots_for,
 )
 from cyntra.planner.action_space import PlanAction
 from cyntra.state.graph import IssueGraph
@@ -296,6 +297,31 @@ def test_runner_cycle_without_report_schedules_the_same(seed: int, tmp_path: Pat
                                                   "speculate": True, "parallelism": 3}]}})
     full = schedule_cycle(issues, deps, config, tmp_path, now=NOW)
     lean = schedule_cycle(issues, deps, config, tmp_path, now=NOW, report=False)
+    # An exact preview (the heuristic's own plan) for some issues, none for others: the packer
+    # skips previewed misfits without planning them and everything else is unchanged.
+    hctx = HeuristicContext.create(config, graph=IssueGraph(issues, deps),
+                                   controller=ExplorationController(config.control, tmp_path))
+    planned: list[str] = []
+
+    def plan_fn(batch: list[Issue]) -> dict[str, DispatchPlan]:
+        planned.extend(i.id for i in batch)
+        return {i.id: heuristic_plan(i, hctx) for i in batch}
+
+    def preview(issue: Issue) -> tuple[int, int] | None:
+        if int(issue.id) % 2:
+            return None
+        plan = heuristic_plan(issue, hctx)
+        return slots_for(plan), plan.parallelism
+
+    previewed = schedule_cycle(issues, deps, config, tmp_path, now=NOW, report=False, plan_fn=plan_fn,
+                               preview_fn=preview)
+    assert [(s.issue_id, s.plan.action) for s in previewed.scheduled] == [(s.issue_id, s.plan.action)
+                                                                        for s in full.scheduled]
+    # Same skips with the same reasons; only the tail of a batch planned after the lanes filled
+    # (NO_SLOT, report=False lists just the issues it looked at) may be shorter.
+    assert [x for x in previewed.skipped if x[1] != NO_SLOT] == [x for x in lean.skipped if x[1] != NO_SLOT]
+    assert lean.ready[:len(previewed.ready)] == previewed.ready
+    assert len(planned) <= len(previewed.ready)  # never more plans than issues looked at
     assert lean.scheduled and len(lean.ready) < len(full.ready)
     assert [(s.issue_id, s.plan.action) for s in lean.scheduled] == [(s.issue_id, s.plan.action) for s in full.scheduled]
     assert full.ready[:len(lean.ready)] == lean.ready and lean.blocked == {} and full.blocked

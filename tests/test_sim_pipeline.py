@@ -113,21 +113,40 @@ def test_the_fit_preview_changes_nothing_but_the_work_done(tmp_path: Path, monke
         cfg_path.write_text(yaml.safe_dump(cfg))
         _invoke("run", "-w", str(ws), "--until-idle", "--json")
 
-    calls = {"n": 0}
-    original = DecisionEngine.preview_action
+    calls = {"preview": 0, "decided": 0}
+    original_preview, original_decide = DecisionEngine.preview_action, DecisionEngine.decide
 
-    def counting(self: DecisionEngine, *args: object, **kwargs: object) -> object:
-        calls["n"] += 1
-        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+    def counting_preview(self: DecisionEngine, *args: object, **kwargs: object) -> object:
+        calls["preview"] += 1
+        return original_preview(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(DecisionEngine, "preview_action", counting)
+    def counting_decide(self: DecisionEngine, ctxs: list[object], **kwargs: object) -> object:
+        calls["decided"] += len(ctxs)
+        return original_decide(self, ctxs, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DecisionEngine, "decide", counting_decide)
+    monkeypatch.setattr(DecisionEngine, "preview_action", counting_preview)
     run(tmp_path / "with")
-    assert calls["n"] > 0
+    with_preview = dict(calls)
+    calls.update(preview=0, decided=0)
     monkeypatch.setattr(DecisionEngine, "preview_action", lambda self, *a, **k: None)
     run(tmp_path / "without")
+    # the preview skipped issues the run without it had to decide (and then could not fit)
+    assert with_preview["preview"] > 0 and with_preview["decided"] < calls["decided"]
     a, b = tmp_path / "with", tmp_path / "without"
     for sub in (".beads", ".cyntra/archives", ".cyntra/index"):
         assert _tree_hash(a / sub, a) == _tree_hash(b / sub, b), sub
     assert _ledger_without_latency(a) == _ledger_without_latency(b)
     assert any(row["source"] == "exploration" for row in
                (r["applied"] for r in _ledger_without_latency(a) if isinstance(r, dict) and "applied" in r))
+
+
+def test_sim_oracle_prices_an_issue_whose_plan_cannot_fit_the_lanes(tmp_path: Path) -> None:
+    """`sim oracle` reports the heuristic's plan even when that plan could never start (3 slots
+    x 120,000 tokens over a 300,000-token cap): reports decide every issue they consider."""
+    ws = tmp_path / "ws"
+    _invoke("sim", "init", "-w", str(ws), "--issues", "60", "--seed", "8")
+    rows = [json.loads(line) for line in (ws / ".beads" / "issues.jsonl").read_text().splitlines()]
+    big = next(r for r in rows if r.get("dk_risk") == "critical" and int(r.get("dk_estimated_tokens", 0)) >= 120_000)
+    data = json.loads(_invoke("sim", "oracle", "-w", str(ws), "--issue", str(big["id"]), "--json"))
+    assert data["heuristic"]["action"] is not None and data["heuristic"]["regret"] is not None

@@ -45,7 +45,6 @@ from rich.progress import Progress
 from cyntra.clock import isoformat_z, parse_ts
 from cyntra.errors import CyntraError, InputError
 from cyntra.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
-from cyntra.kernel.evolve import world_run_dirs, world_run_summaries
 from cyntra.planner.action_space import ActionSpace, PlanAction
 from cyntra.planner.index import SimilarRunsIndex
 from cyntra.planner.planner_input import (
@@ -56,10 +55,9 @@ from cyntra.planner.planner_input import (
 )
 from cyntra.planner.run_summary import (
     RunSummary,
-    archive_dirs,
     epoch_us,
     problem_kind,
-    summarize_archive,
+    scan_history,
 )
 from cyntra.planner.tokenizer import SPECIAL_IDS, Vocabulary, encode_tokens, tokenize
 from cyntra.strategy.ledger import Ledger
@@ -179,18 +177,7 @@ def _read_runs(
         idx = SimilarRunsIndex(ws)
         runs = list(idx.runs())
         return runs, list(idx.problems), idx
-    summaries: list[RunSummary] = []
-    problems: list[InputError] = []
-    for d in _progress(archive_dirs(ws), "archives", quiet):
-        try:
-            summaries.append(summarize_archive(d))
-        except InputError as exc:
-            problems.append(exc)
-    for d in world_run_dirs(ws.root):  # world runs (``cyntra evolve``): one summary per candidate
-        try:
-            summaries.extend(world_run_summaries(d))
-        except InputError as exc:
-            problems.append(exc)
+    summaries, problems = scan_history(ws, lambda dirs: _progress(dirs, "archives", quiet))
     return summaries, problems, None
 
 

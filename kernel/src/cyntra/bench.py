@@ -80,8 +80,6 @@ def main() -> None:
             if title in kept:
                 parts.append(kept[title])
             continue
-        if args.only and script not in args.only:
-            continue
         cmd = [sys.executable, str(scripts / script), *extra]
         print(f"== {title}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()

@@ -93,6 +93,7 @@ from cyntra.universe.world import (
 )
 from cyntra.workcell.ids import format_timestamp
 from cyntra.workcell.manager import WorkcellManager
+from cyntra.workspace import Workspace
 
 log = get_logger("cyntra.evolve")
 
@@ -784,7 +785,7 @@ def world_run_summaries(run_dir: str | Path) -> list[RunSummary]:
             world_id=report.world_id,
             objective_id=report.objective_id,
             universe_id=report.universe_id,
-            tags=list(manifest.issue.get("tags") or feats.tags),
+            tags=list(manifest.issue.get("tags") or []),
             issue=feats,
             toolchain=WORLD_TOOLCHAIN,
             plan=plan,
@@ -804,8 +805,8 @@ def world_run_summaries(run_dir: str | Path) -> list[RunSummary]:
 
 
 def world_run_dirs(workspace: Path) -> list[Path]:
-    """World run directories (those with a world manifest) in name order (deterministic)."""
-    root = Path(workspace) / ".cyntra" / "runs"
+    """The run directories ``cyntra evolve`` created (``evolve-*``), in name order (deterministic)."""
+    root = Workspace.at(workspace).runs_dir
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("evolve-"))
@@ -832,7 +833,7 @@ def list_world_runs(
 
     Unreadable run directories are skipped: this is a listing, not a validator.
     """
-    root = Path(workspace) / ".cyntra" / "runs"
+    root = Workspace.at(workspace).runs_dir
     out: list[WorldRun] = []
     if not root.is_dir():
         return out

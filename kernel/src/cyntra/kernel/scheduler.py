@@ -286,8 +286,9 @@ def schedule_cycle(
     the issues considered, in order, and ``skipped`` only those). The scheduled plans are the
     same either way (a test checks it).
 
-    ``heuristic_ctx`` (optional): the caller's heuristic context for this graph (its rules,
-    controller and speculation flag), instead of building another.
+    ``heuristic_ctx`` (optional): the caller's heuristic context for this graph, used instead
+    of building another; its rules, controller, action space, limits and speculation flag then
+    stand for ``universe``/``action_space``/``speculate``, which only build a context.
 
     ``preview_fn`` (optional) gives, cheaply, the ``(slots, parallelism)`` an issue's plan will
     take, or ``None`` when it cannot tell; an issue whose preview does not fit is skipped with
@@ -344,27 +345,43 @@ def schedule_cycle(
     queue = iter(order_ready(ready, g, controller, when, threshold)) if report else \
         iter_ready(ready, g, controller, when, threshold)
     considered: list[Issue] = []
-    while not packer.full:
-        # As many plans as there are free lanes: every plan costs a strategy decision (planner
-        # input, model, clamp), and a plan that does not fit just asks for the next batch.
-        size = max(1, max_workcells - packer.slots)
-        batch: list[Issue] = []
-        for issue in queue:
-            considered.append(issue)
-            seen = preview_fn(issue) if preview_fn is not None else None
-            why = packer.why_not(issue, *seen) if seen is not None else None
+    batch: list[Issue] = []
+    size = 0
+    rest: list[Issue] = []
+
+    def flush() -> None:
+        plans = _batch_plans(fn, heuristic_batch, batch, warnings)
+        for queued in batch:
+            packer.offer(queued, plans[queued.id])
+        batch.clear()
+
+    for issue in queue:
+        seen = preview_fn(issue) if preview_fn is not None else None
+        if seen is not None and batch:
+            flush()  # the lanes must reflect every earlier issue before this one is judged
+        if packer.full:
+            rest.append(issue)
+            break
+        considered.append(issue)
+        if seen is not None:
+            why = packer.why_not(issue, *seen)
             if why is not None:
                 packer.skipped.append((issue.id, why))
-                continue
-            batch.append(issue)
-            if len(batch) >= size or seen is not None:
-                break  # a previewed issue fits: plan it before looking further
+            else:
+                batch.append(issue)
+                flush()
+            continue
+        # As many plans as there were free lanes when the batch started: every plan costs a
+        # strategy decision (planner input, model, clamp), and one that does not fit just
+        # leaves room for the next batch.
         if not batch:
-            break
-        plans = _batch_plans(fn, heuristic_batch, batch, warnings)
-        for issue in batch:
-            packer.offer(issue, plans[issue.id])
-    rest = list(queue) if report else []
+            size = max(1, max_workcells - packer.slots)
+        batch.append(issue)
+        if len(batch) >= size:
+            flush()
+    if batch:
+        flush()
+    rest = rest + list(queue) if report else []
     skipped = skipped_early + packer.skipped + [(i.id, NO_SLOT) for i in rest]
 
     # Built from typed parts above; construct skips re-validating 100k-entry lists.

@@ -246,7 +246,9 @@ class KernelSession:
             issues, dep_list, self.config, self.workspace.root,
             universe=self.limits, speculate=speculate, max_concurrent=max_concurrent,
             only_issue=only_issue, plan_fn=plan_fn, now=at, graph=graph, action_space=self.space,
-            report=report, preview_fn=preview_fn if self.engine.mode in ("heuristic", "shadow") else None,
+            # The runner's cycle only: a report (dry-run, `sim oracle`) shows a decision for every
+            # issue it considers. Heuristic mode only: shadow batches its candidate's calls.
+            report=report, preview_fn=preview_fn if not report and lazy_input else None,
             heuristic_ctx=hctx,
         )
         if lazy_input:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -175,12 +176,16 @@ def archive_dirs(ws: Workspace) -> list[Path]:
     return sorted((Path(e.path) for e in os.scandir(root) if e.is_dir()), key=lambda p: p.name)
 
 
-def scan_archives(ws: Workspace | str | Path) -> tuple[list[RunSummary], list[InputError]]:
-    """Summaries of every readable archive, and one :class:`InputError` per archive skipped."""
+def scan_archives(
+    ws: Workspace | str | Path, progress: Callable[[list[Path]], Iterable[Path]] | None = None
+) -> tuple[list[RunSummary], list[InputError]]:
+    """Summaries of every readable archive, and one :class:`InputError` per archive skipped.
+    ``progress`` wraps the list of archive directories (e.g. in a progress bar)."""
     w = ws if isinstance(ws, Workspace) else Workspace.at(ws)
     summaries: list[RunSummary] = []
     problems: list[InputError] = []
-    for d in archive_dirs(w):
+    dirs = archive_dirs(w)
+    for d in progress(dirs) if progress is not None else dirs:
         try:
             summaries.append(summarize_archive(d))
         except InputError as exc:
@@ -188,7 +193,9 @@ def scan_archives(ws: Workspace | str | Path) -> tuple[list[RunSummary], list[In
     return summaries, problems
 
 
-def scan_history(ws: Workspace | str | Path) -> tuple[list[RunSummary], list[InputError]]:
+def scan_history(
+    ws: Workspace | str | Path, progress: Callable[[list[Path]], Iterable[Path]] | None = None
+) -> tuple[list[RunSummary], list[InputError]]:
     """Every run the planner learns from: issue archives, then world-run candidates (``.cyntra/runs/``).
 
     World runs are summarised by :func:`cyntra.kernel.evolve.world_run_summaries`, the same
@@ -198,7 +205,7 @@ def scan_history(ws: Workspace | str | Path) -> tuple[list[RunSummary], list[Inp
     from cyntra.kernel.evolve import world_run_dirs, world_run_summaries
 
     w = ws if isinstance(ws, Workspace) else Workspace.at(ws)
-    summaries, problems = scan_archives(w)
+    summaries, problems = scan_archives(w, progress)
     for d in world_run_dirs(w.root):
         try:
             summaries.extend(world_run_summaries(d))

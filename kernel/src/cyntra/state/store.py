@@ -458,7 +458,7 @@ def _loads_line(text: str) -> Any:
     """
     try:
         obj, end = _scan_once(text, 0)
-        if end == len(text):
+        if end == len(text) or not text[end:].strip(" \t\n\r"):  # JSON whitespace, e.g. CRLF
             return obj
     except (StopIteration, ValueError):
         pass
