@@ -229,3 +229,30 @@ def test_numpy_runtime_matches_torch_on_very_short_inputs(length: int, conv_kern
         np.testing.assert_allclose(n_logits[name], t.numpy(), atol=1e-4, rtol=1e-4)
     assert n_values is not None and t_values is not None
     np.testing.assert_allclose(n_values, t_values.numpy(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kw", [{}, {"layers": 2, "conv_kernel": 5}, {"conv_kernel": 1}], ids=["default", "deep-k5", "k1"])
+def test_cls_row_trimming_changes_neither_outputs_nor_gradients(kw: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last block under cls pooling computes only the rows row 0 depends on; the full
+    computation (every row) gives the same logits and the same parameter gradients."""
+    torch.manual_seed(3)
+    model = URM(tiny(**kw, grad_loops=2))
+    ids = ids_batch(seed=3, n=4)
+
+    def run() -> tuple[dict[str, Tensor], list[Tensor]]:
+        model.zero_grad()
+        logits, values = model(ids)
+        loss = sum(v.square().sum() for v in logits.values()) + (values.square().sum() if values is not None else 0)
+        loss.backward()  # type: ignore[union-attr]
+        return {k: v.detach().clone() for k, v in logits.items()}, [p.grad.clone() for p in model.parameters()
+                                                                     if p.grad is not None]
+
+    trimmed = run()
+    original = URM._loop
+    monkeypatch.setattr(URM, "_loop", lambda self, h, x, rot, masks, last=False: original(self, h, x, rot, masks))
+    full = run()
+    for name in trimmed[0]:
+        torch.testing.assert_close(trimmed[0][name], full[0][name], atol=1e-5, rtol=1e-5)
+    assert len(trimmed[1]) == len(full[1])
+    for a, b in zip(trimmed[1], full[1], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -45,14 +45,16 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden, bias=False)
         self.out = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
 
-    def forward(self, x: Tensor, rot: Tensor, key_mask: Tensor | None) -> Tensor:
-        """``rot`` [L, 1, 1, head_dim // 2]; ``key_mask`` [B, 1, 1, L] (None: no padding)."""
+    def forward(self, x: Tensor, rot: Tensor, key_mask: Tensor | None, queries: int | None = None) -> Tensor:
+        """``rot`` [L, 1, 1, head_dim // 2]; ``key_mask`` [B, 1, 1, L] (None: no padding);
+        ``queries``: only the first rows attend (every row is still a key and a value)."""
         b, n, d = x.shape
+        m = n if queries is None else queries
         qkv = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim)
         q, k = apply_rotary(qkv[:, :, :2], rot).permute(2, 0, 3, 1, 4)  # q and k rotated in one multiply
         v = qkv[:, :, 2].transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
-        out: Tensor = self.out(y.transpose(1, 2).reshape(b, n, d))
+        y = F.scaled_dot_product_attention(q[:, :, :m], k, v, attn_mask=key_mask)
+        out: Tensor = self.out(y.transpose(1, 2).reshape(b, m, d))
         return out
 
 
@@ -68,23 +70,27 @@ class ConvSwiGLU(nn.Module):
         )
         self.down = nn.Linear(inner, cfg.hidden, bias=False)
 
-    def forward(self, x: Tensor, pad_mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, pad_mask: Tensor | None, rows: int | None = None) -> Tensor:
+        """``rows``: only the first output rows are wanted; ``x`` must then hold at least the
+        rows they read (``rows + kernel // 2``, or all of the sequence)."""
         gate, up = self.gate_up(x).chunk(2, dim=-1)
         h = F.silu(gate) * up
         if pad_mask is not None:
-            h = h * pad_mask  # pad positions contribute nothing to their neighbours
-        out: Tensor = self.down(self._depthwise(h))
+            h = h * pad_mask[:, : h.shape[1]]  # pad positions contribute nothing to their neighbours
+        out: Tensor = self.down(self._depthwise(h, rows))
         return out
 
-    def _depthwise(self, h: Tensor) -> Tensor:
+    def _depthwise(self, h: Tensor, rows: int | None = None) -> Tensor:
         """The depthwise convolution as k shifted multiply-adds on [B, L, C] (same result as
-        ``self.conv`` on [B, C, L]); the oneDNN depthwise kernel is ~20x slower at these sizes."""
+        ``self.conv`` on [B, C, L]); the oneDNN depthwise kernel is ~20x slower at these sizes.
+        Positions past the end of ``h`` read as zero (the conv's padding)."""
         k = self.conv.kernel_size[0]
         w = self.conv.weight[:, 0, :].to(h.dtype)  # [C, k]
+        n = h.shape[1] if rows is None else rows
         if k == 1:
-            return h * w[:, 0]
-        n, pad = h.shape[1], k // 2
-        hp = F.pad(h, (0, 0, pad, pad))
+            return h[:, :n] * w[:, 0]
+        pad = k // 2
+        hp = F.pad(h[:, : n + pad], (0, 0, pad, pad))
         acc = hp[:, :n] * w[:, 0]
         for j in range(1, k):
             acc = torch.addcmul(acc, hp[:, j : j + n], w[:, j])
@@ -101,9 +107,19 @@ class Block(nn.Module):
         self.mlp = ConvSwiGLU(cfg)
         self.norm2 = nn.RMSNorm(cfg.hidden, eps=cfg.norm_eps)
 
-    def forward(self, x: Tensor, rot: Tensor, key_mask: Tensor | None, pad_mask: Tensor | None) -> Tensor:
-        x = self.norm1(x + self.attn(x, rot, key_mask))
-        out: Tensor = self.norm2(x + self.mlp(x, pad_mask))
+    def forward(self, x: Tensor, rot: Tensor, key_mask: Tensor | None, pad_mask: Tensor | None,
+                keep: int | None = None) -> Tensor:
+        """``keep``: only the first ``keep`` output rows are wanted (the last block under ``cls``
+        pooling reads row 0): queries and the MLP then run on just the rows those depend on."""
+        if keep is None:
+            x = self.norm1(x + self.attn(x, rot, key_mask))
+            full: Tensor = self.norm2(x + self.mlp(x, pad_mask))
+            return full
+        n = x.shape[1]
+        rows = min(keep, n)
+        need = min(n, rows + self.mlp.conv.kernel_size[0] // 2)  # rows the convolution reads
+        h = self.norm1(x[:, :need] + self.attn(x, rot, key_mask, queries=need))
+        out: Tensor = self.norm2(h[:, :rows] + self.mlp(h, pad_mask, rows))
         return out
 
 
@@ -126,10 +142,15 @@ class URM(nn.Module):
         with torch.no_grad():
             self.embed.weight[0].zero_()
 
-    def _loop(self, h: Tensor, x_emb: Tensor, rot: Tensor, masks: tuple[Tensor | None, Tensor | None]) -> Tensor:
+    def _loop(self, h: Tensor, x_emb: Tensor, rot: Tensor, masks: tuple[Tensor | None, Tensor | None],
+              last: bool = False) -> Tensor:
+        """One recurrent loop. ``last`` under ``cls`` pooling: the final block keeps row 0 only
+        (every other row of its output is never read, so the result and its gradients are the same)."""
         h = h + x_emb  # re-inject the input every loop
-        for block in self.blocks:
-            h = block(h, rot, masks[0], masks[1])
+        final = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            keep = 1 if last and i == final and self.cfg.pool == "cls" else None
+            h = block(h, rot, masks[0], masks[1], keep)
         return h
 
     def encode(self, ids: Tensor) -> Tensor:
@@ -151,8 +172,8 @@ class URM(nn.Module):
                 for _ in range(n_free):
                     h = self._loop(h, x_emb, rot, masks)
             h = h.detach()
-        for _ in range(self.cfg.grad_loops):
-            h = self._loop(h, x_emb, rot, masks)
+        for i in range(self.cfg.grad_loops):
+            h = self._loop(h, x_emb, rot, masks, last=i == self.cfg.grad_loops - 1)
         if self.cfg.pool == "cls":
             return h[:, 0]
         if pad_mask is None:
