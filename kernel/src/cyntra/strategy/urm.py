@@ -76,6 +76,7 @@ class URMStrategy(BaseStrategy):
         self.heads: dict[str, list[Any]] = {f: list(self.meta["heads"][f]) for f in ACTION_FIELDS}
         by_label = {a.label(): a for a in space.actions}
         self.actions = [by_label[label] for label in self.meta["actions"]]
+        self.action_labels = [a.label() for a in self.actions]
         self.table = np.asarray(
             [[self.heads[f].index(getattr(a, f)) for f in ACTION_FIELDS] for a in self.actions], dtype=np.int64)
         self.temperature = float(loaded.temperature)
@@ -156,7 +157,7 @@ class URMStrategy(BaseStrategy):
                 labels = [a.label() for a in self.clamp.allowed(ctx.issue)]
             if labels:
                 allowed_set = set(labels)
-                allowed[i] = [a.label() in allowed_set for a in self.actions]
+                allowed[i] = [label in allowed_set for label in self.action_labels]
         joint = self._joint(head_logits, self.table, self.temperature, allowed)
         out: list[StrategyDecision] = []
         for i in range(len(ctxs)):
