@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import gc
 import heapq
 import os
 import time
@@ -33,6 +32,7 @@ from rich.console import Console
 from cyntra import clock
 from cyntra.clock import isoformat_z
 from cyntra.errors import CyntraError
+from cyntra.gcpause import frozen_heap
 from cyntra.kernel.dispatcher import Dispatcher, DispatchOutcome
 from cyntra.kernel.session import KernelSession
 from cyntra.log import configure as configure_logging
@@ -486,31 +486,13 @@ def run_kernel(session: KernelSession, *, once: bool = True, watch: bool = False
     with kernel_lock(ws.cyntra_dir / "kernel.lock"):
         from cyntra.sim.backend import sim_context  # the sim installs its adapter + virtual clock
 
-        with sim_context(session) as profile, _sim_gc(profile is not None):
+        with sim_context(session) as profile, frozen_heap(profile is not None):
             kernel = Kernel(session, progress=progress)
             try:
                 return asyncio.run(kernel.run(once=once, until_idle=until_idle, watch=watch, issue_id=issue_id,
                                               max_concurrent=max_concurrent, speculate=speculate, until=until))
             finally:
                 session.engine.close()
-
-
-@contextlib.contextmanager
-def _sim_gc(enabled: bool) -> Iterator[None]:
-    """A simulated history allocates millions of short-lived objects around a large, long-lived
-    heap (issues, index): keep the latter out of collections while it runs, then restore."""
-    if not enabled:
-        yield
-        return
-    thresholds = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
 
 
 def _index_hook(session: KernelSession) -> Callable[[Path], None]:

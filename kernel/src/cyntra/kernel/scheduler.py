@@ -35,12 +35,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from cyntra import clock
 from cyntra.control.controller import MODE_RANK, ExplorationController, issue_domain
 from cyntra.errors import ConfigError
+from cyntra.gcpause import gc_paused
 from cyntra.kernel.config import KernelConfig
 from cyntra.kernel.heuristic import HeuristicContext, UniverseLimits, heuristic_plan
 from cyntra.kernel.plan import DispatchPlan
 from cyntra.kernel.routing import check_rules
 from cyntra.planner.action_space import ActionSpace
-from cyntra.state.graph import DepLike, IssueGraph, gc_paused
+from cyntra.state.graph import DepLike, IssueGraph
 from cyntra.state.issue import PRIORITIES, RISK_ORDER, Issue
 
 PlanFn = Callable[[list[Issue]], dict[str, DispatchPlan]]
