@@ -9,6 +9,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cyntra.state.graph import IssueGraph, id_key
 from cyntra.state.issue import Issue
@@ -202,3 +204,87 @@ def test_scale_100k_issues_50k_deps_linear() -> None:
     for first, then in itertools.pairwise(path):
         assert first in g.preds[then]
     assert elapsed < 5.0, f"graph took {elapsed:.2f}s"
+
+
+# --- against a brute-force reference -----------------------------------------------------------
+
+
+def _reference(issues: list[Issue], deps: list[tuple[str, str, str]]) -> dict[str, Any]:
+    """The graph's answers computed the slow, obvious way (reachability by search)."""
+    known = {i.id: i for i in issues}
+    edges = [(a, b) for a, b, t in deps if t == "blocks" and a in known and b in known]
+    missing = {b for a, b, t in deps if t == "blocks" and b in known and a not in known}
+    succ: dict[str, set[str]] = {i: set() for i in known}
+    for a, b in edges:
+        succ[a].add(b)
+
+    def reach(v: str) -> set[str]:
+        seen: set[str] = set()
+        todo = list(succ[v])
+        while todo:
+            x = todo.pop()
+            if x not in seen:
+                seen.add(x)
+                todo.extend(succ[x])
+        return seen
+
+    reaches = {v: reach(v) for v in known}
+    on_cycle = {v for v in known if v in reaches[v]}
+    cycles = sorted({tuple(sorted((u for u in on_cycle if u in reaches[v] and v in reaches[u]),
+                                  key=id_key)) for v in on_cycle}, key=lambda c: id_key(c[0]))
+    done = {i.id for i in issues if i.status in ("done", "closed")}
+    ready = [i.id for i in issues
+             if i.status in ("open", "ready") and not {"escalation", "needs-human"} & set(i.tags)
+             and i.dk_attempts < i.dk_max_attempts and i.id not in missing and i.id not in on_cycle
+             and all(a in done for a, b in edges if b == i.id)]
+    live = {v for v in known if v not in done and v not in on_cycle}
+    hours: dict[str, int] = {}
+
+    def longest(v: str) -> int:  # the live part is acyclic
+        if v not in hours:
+            hours[v] = known[v].size_hours + max((longest(s) for s in succ[v] if s in live), default=0)
+        return hours[v]
+
+    return {"ready": ready, "cycles": [list(c) for c in cycles],
+            "critical_hours": max((longest(v) for v in live), default=0), "live": live,
+            "edges": set(edges)}
+
+
+_ids = st.sampled_from([str(i) for i in range(12)] + ["a", "b", "x1"])
+
+
+@given(
+    st.lists(st.tuples(_ids, st.sampled_from(["open", "ready", "done", "closed", "running"]),
+                       st.sampled_from(["XS", "S", "M", "L", "XL"]),
+                       st.sampled_from([[], ["escalation"], ["kernel"]]), st.integers(0, 3)),
+             max_size=14, unique_by=lambda row: row[0]),
+    st.lists(st.tuples(_ids | st.just("ghost"), _ids | st.just("ghost"),
+                       st.sampled_from(["blocks", "blocks", "blocks", "related"])), max_size=30),
+    st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_graph_agrees_with_a_brute_force_reference(
+    rows: list[tuple[str, str, str, list[str], int]], deps: list[tuple[str, str, str]], levels: bool,
+) -> None:
+    import cyntra.state.graph as graph_module
+
+    issues = [mk(iid, status=status, dk_size=size, tags=tags, dk_attempts=attempts)
+              for iid, status, size, tags, attempts in rows]
+    want = _reference(issues, deps)
+    saved = graph_module._LEVEL_MIN
+    graph_module._LEVEL_MIN = 1 if levels else 10**9  # the numpy level pass, or node by node
+    try:
+        g = IssueGraph(issues, deps)
+        path = g.critical_path()
+    finally:
+        graph_module._LEVEL_MIN = saved
+    assert g.ready_ids() == want["ready"]
+    assert g.cycles == want["cycles"]
+    assert g.critical_hours == want["critical_hours"]
+    assert set(path) <= want["live"] and len(set(path)) == len(path)
+    assert all(pair in want["edges"] for pair in itertools.pairwise(path))
+    assert sum(g.issues[v].size_hours for v in path) == want["critical_hours"]
+    for issue in issues:
+        assert (g.not_ready_reason(issue.id) is None) == (issue.id in want["ready"])
+    assert set(g.blocked()) == {i.id for i in issues if i.status in ("open", "ready")
+                                and g.blocked_by(i.id)}

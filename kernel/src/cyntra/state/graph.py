@@ -1,8 +1,8 @@
 """The issue graph: which issues are ready, what blocks the rest, and the critical path.
 
 Only ``blocks`` dependencies gate readiness (``from`` blocks ``to``); other dep types
-(``related``, ``parent-child``, …) are kept out of the graph. Everything is O(V+E) so a
-100,000-issue workspace is planned every cycle without noticeable cost.
+(``related``, ``parent-child``, …) are kept out of the graph. Everything is O(V+E), and the per-edge
+work runs in numpy, so a 100,000-issue workspace is planned every cycle without noticeable cost.
 
 Data errors never hang or crash the scheduler: a predecessor id that names no issue blocks
 its successor (reported as a *missing dependency*), and every dependency cycle is detected,
@@ -14,12 +14,17 @@ Ids are ordered "naturally" wherever a tie is broken: all-digit ids numerically 
 
 from __future__ import annotations
 
-import functools
-import gc
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ParamSpec, TypeVar
+import itertools
+import operator
+from collections.abc import Iterable, Mapping
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
+from cyntra.gcpause import gc_paused
 from cyntra.state.issue import SIZE_HOURS, Issue
+from cyntra.state.store import Dep
 
 READY_STATUSES: frozenset[str] = frozenset({"open", "ready"})
 # Beads' own "closed" is treated as done: both mean the work needs nothing more.
@@ -36,27 +41,6 @@ def id_key(issue_id: str) -> tuple[int, int, str]:
     if issue_id.isdigit() and issue_id.isascii():
         return (0, len(issue_id), issue_id)
     return (1, 0, issue_id)
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def gc_paused(fn: Callable[P, R]) -> Callable[P, R]:
-    """Run without the cyclic GC: building 100k small acyclic containers next to 100k live
-    issues otherwise triggers repeated full collections (more than half the graph's time)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            if enabled:
-                gc.enable()
-
-    return wrapper
 
 
 def _dep_triple(dep: DepLike) -> tuple[str, str, str]:
@@ -77,10 +61,55 @@ def _dep_triple(dep: DepLike) -> tuple[str, str, str]:
     return str(frm), str(dep.to), str(getattr(dep, "type", BLOCKS))
 
 
+_DEP_FIELDS = operator.attrgetter("from_", "to", "type")
+# Below this many nodes per level the topological pass continues in plain Python: a level costs
+# a few numpy calls whatever its size, so a long thin chain would be slower level by level.
+_LEVEL_MIN = 64
+
+
+def _blocks_edges(deps: Iterable[DepLike]) -> tuple[list[str], list[str]]:
+    """(from ids, to ids) of the ``blocks`` deps, in input order."""
+    items = deps if type(deps) is list else list(deps)
+    if set(map(type, items)) <= {Dep}:  # the store's deps: plain string fields, read in C
+        triples = list(map(_DEP_FIELDS, items))
+    else:
+        triples = [_dep_triple(d) for d in items]
+    frms = [f for f, _, k in triples if k == BLOCKS]
+    tos = [t for _, t, k in triples if k == BLOCKS]
+    return frms, tos
+
+
+def _csr(keys: npt.NDArray[np.intp], values: npt.NDArray[np.intp],
+         n: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Adjacency in compressed rows: ``values[ptr[k]:ptr[k + 1]]`` are key k's, in input order."""
+    ptr = np.zeros(n + 1, dtype=np.intp)
+    np.cumsum(np.bincount(keys, minlength=n), out=ptr[1:])
+    return ptr, values[np.argsort(keys, kind="stable")]
+
+
+def _gather(ptr: npt.NDArray[np.intp], adj: npt.NDArray[np.intp],
+            nodes: npt.NDArray[np.intp]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Every neighbour of ``nodes`` (concatenated), and how many each node has."""
+    starts = ptr[nodes]
+    counts = ptr[nodes + 1] - starts
+    total = int(counts.sum())
+    if not total:
+        return adj[:0], counts
+    ends = np.cumsum(counts)
+    offsets = np.repeat(starts - (ends - counts), counts) + np.arange(total)
+    return adj[offsets], counts
+
+
 class IssueGraph:
     """Issues plus their ``blocks`` edges; answers readiness, blockers and the critical path.
 
-    A snapshot: statuses are read once, at construction. Build a new graph each cycle."""
+    A snapshot: statuses are read once, at construction. Build a new graph each cycle.
+
+    Inside, issues are numbered in input order and edges are integer arrays (numpy), so the
+    work that grows with the backlog -- matching deps to issues, the blocked test, the
+    topological pass and the critical path -- runs level by level in numpy rather than edge by
+    edge in Python; only one pass over the issues themselves reads their fields.
+    """
 
     @gc_paused
     def __init__(
@@ -92,103 +121,150 @@ class IssueGraph:
             self.issues: dict[str, Issue] = dict(issues)
         else:
             self.issues = {i.id: i for i in issues}
-        known = self.issues
-        self.preds: dict[str, list[str]] = {}
-        self.succs: dict[str, list[str]] = {}
+        ids = self._ids = list(self.issues)
+        values = self._values = list(self.issues.values())
+        n = self._n = len(ids)
+        index = self._index = dict(zip(ids, range(n), strict=True))
         self.missing: dict[str, list[str]] = {}
         self.warnings: list[str] = []
-        dangling = 0
-        for dep in deps:
-            frm, to, typ = dep if type(dep) is tuple else _dep_triple(dep)
-            if typ != BLOCKS:
-                continue
-            if to not in known:
-                dangling += 1  # blocks an issue that does not exist: gates nothing
-                continue
-            if frm not in known:
-                self.missing.setdefault(to, []).append(frm)
-                continue
-            self.preds.setdefault(to, []).append(frm)
-            self.succs.setdefault(frm, []).append(to)
+
+        frms, tos = _blocks_edges(deps)
+        m = len(frms)
+        src = np.fromiter(map(index.get, frms, itertools.repeat(-1)), dtype=np.intp, count=m)
+        dst = np.fromiter(map(index.get, tos, itertools.repeat(-1)), dtype=np.intp, count=m)
+        known_to = dst >= 0
+        dangling = m - int(known_to.sum())  # blocks an issue that does not exist: gates nothing
+        lacking = known_to & (src < 0)
+        for k in np.flatnonzero(lacking).tolist():
+            self.missing.setdefault(tos[k], []).append(frms[k])
+        live = known_to & (src >= 0)
+        self._src, self._dst = src[live], dst[live]
+        self._succ_ptr, self._succ = _csr(self._src, self._dst, n)
+        self._pred_ptr, self._pred = _csr(self._dst, self._src, n)
         if dangling:
             self.warnings.append(f"{dangling} blocks dependenc{'y' if dangling == 1 else 'ies'} "
                                  "point to an issue that does not exist (ignored)")
-        for to, frms in self.missing.items():
-            self.warnings.append(f"issue {to} is blocked by missing issue(s) {', '.join(frms)}")
-        self._topo: list[str] = []  # a topological order of the acyclic part, from Kahn
+        for to, lost in self.missing.items():
+            self.warnings.append(f"issue {to} is blocked by missing issue(s) {', '.join(lost)}")
+
+        # Topological order of the acyclic part (Kahn), level by level, then the cycles.
+        self._levels: list[npt.NDArray[np.intp]] = []
+        self._tail: list[int] = []  # the part of the order found edge by edge, after the levels
         self.cycles: list[list[str]] = self._find_cycles()
         self.cycle_index: dict[str, int] = {
-            v: n for n, members in enumerate(self.cycles) for v in members
+            v: c for c, members in enumerate(self.cycles) for v in members
         }
         for members in self.cycles:
             self.warnings.append(f"dependency cycle among issues {', '.join(members)} "
                                  "(its members are treated as blocked)")
-        # One pass over every issue (the dominant cost at 100k issues is touching each one).
-        # Open issues that pass every check but their blockers' status wait in ``gated`` until
-        # ``done`` is complete; the rest of the ready rule is applied here, in the same pass.
-        done: set[str] = set()
+
+        # The one pass over the issues: status, hold tags, attempts.
+        done_at: list[int] = []
+        wanting: list[int] = []  # open/ready and not held: ready unless blocked
         self._running: list[Issue] = []
-        ready: list[str] = []
-        gated: list[tuple[str, list[str]]] = []
-        missing, cycles, preds = self.missing, self.cycle_index, self.preds
-        for iid, issue in self.issues.items():
+        for k, issue in enumerate(values):
             st = issue.status
             if st in READY_STATUSES:
-                if issue.tags and not HOLD_TAGS.isdisjoint(issue.tags):
+                tags = issue.tags
+                if tags and not HOLD_TAGS.isdisjoint(tags):
                     continue
-                if issue.dk_attempts >= issue.dk_max_attempts or iid in missing or iid in cycles:
+                if issue.dk_attempts >= issue.dk_max_attempts:
                     continue
-                ps = preds.get(iid)
-                if ps:
-                    gated.append((iid, ps))
-                ready.append(iid)
+                wanting.append(k)
             elif st in DONE_STATUSES:
-                done.add(iid)
+                done_at.append(k)
             elif st == "running":
                 self._running.append(issue)
-        self.done: frozenset[str] = frozenset(done)
-        if gated:  # drop the ones still blocked, keeping input order
-            waiting = {iid for iid, ps in gated if not self.done.issuperset(ps)}
-            if waiting:
-                ready = [iid for iid in ready if iid not in waiting]
-        self._ready: list[str] = ready
+        done = self._done_mask = np.zeros(n, dtype=bool)
+        done[done_at] = True
+        self.done: frozenset[str] = frozenset(map(ids.__getitem__, done_at))
+        # Blocked: an unfinished predecessor, a missing one, or a place in a cycle.
+        held = self._held = np.zeros(n, dtype=bool)
+        held[self._dst[~done[self._src]]] = True
+        held[[index[t] for t in self.missing]] = True
+        held[[index[v] for v in self.cycle_index]] = True
+        want = np.asarray(wanting, dtype=np.intp)
+        self._ready: list[str] = list(map(ids.__getitem__, want[~held[want]].tolist()))
         self._blocked: dict[str, list[str]] | None = None
         self._critical: list[str] | None = None
         self._critical_set: frozenset[str] = frozenset()
         self._critical_hours = 0
+        self._preds_by_id: dict[str, list[str]] | None = None
+        self._succs_by_id: dict[str, list[str]] | None = None
+
+    # --- adjacency -----------------------------------------------------------------------------
+
+    def _pred_of(self, k: int) -> list[int]:
+        return self._pred[self._pred_ptr[k]:self._pred_ptr[k + 1]].tolist()  # type: ignore[no-any-return]
+
+    def _by_id(self, ptr: npt.NDArray[np.intp], adj: npt.NDArray[np.intp]) -> dict[str, list[str]]:
+        ids, p, a = self._ids, ptr.tolist(), adj.tolist()
+        return {ids[k]: [ids[x] for x in a[p[k]:p[k + 1]]]
+                for k in range(self._n) if p[k] != p[k + 1]}
+
+    @property
+    def preds(self) -> dict[str, list[str]]:
+        """Issue id -> the ids that block it (known issues only), in input order."""
+        if self._preds_by_id is None:
+            self._preds_by_id = self._by_id(self._pred_ptr, self._pred)
+        return self._preds_by_id
+
+    @property
+    def succs(self) -> dict[str, list[str]]:
+        """Issue id -> the ids it blocks, in input order."""
+        if self._succs_by_id is None:
+            self._succs_by_id = self._by_id(self._succ_ptr, self._succ)
+        return self._succs_by_id
 
     # --- cycles ------------------------------------------------------------------------------
 
     def _find_cycles(self) -> list[list[str]]:
         """Kahn's algorithm peels the acyclic part; Tarjan on the rest names each cycle."""
-        indeg = {v: len(p) for v, p in self.preds.items()}
-        stack = [v for v in self.succs if v not in indeg]
-        order = self._topo
-        while stack:
-            v = stack.pop()
-            order.append(v)
-            for s in self.succs.get(v, ()):
-                d = indeg[s] - 1
-                indeg[s] = d
-                if d == 0:
-                    stack.append(s)
-        rest = {v for v, d in indeg.items() if d > 0}
-        if not rest:
+        n, src, dst = self._n, self._src, self._dst
+        if not src.size:
             return []
-        return self._strongly_connected(rest)
+        indeg = np.bincount(dst, minlength=n)
+        has_out = np.zeros(n, dtype=bool)
+        has_out[src] = True
+        frontier = np.flatnonzero(has_out & (indeg == 0))
+        while frontier.size >= _LEVEL_MIN:
+            self._levels.append(frontier)
+            targets, _ = _gather(self._succ_ptr, self._succ, frontier)
+            np.subtract.at(indeg, targets, 1)
+            frontier = np.unique(targets[indeg[targets] == 0])
+        if frontier.size:  # thin from here on: one node at a time
+            order = self._tail
+            left = indeg.tolist()
+            ptr, succ = self._succ_ptr.tolist(), self._succ.tolist()
+            stack = frontier.tolist()
+            while stack:
+                v = stack.pop()
+                order.append(v)
+                for s in succ[ptr[v]:ptr[v + 1]]:
+                    d = left[s] - 1
+                    left[s] = d
+                    if d == 0:
+                        stack.append(s)
+            indeg = np.asarray(left)
+        rest = np.flatnonzero(indeg > 0)
+        if not rest.size:
+            return []
+        return self._strongly_connected(set(rest.tolist()))
 
-    def _strongly_connected(self, nodes: set[str]) -> list[list[str]]:
+    def _strongly_connected(self, nodes: set[int]) -> list[list[str]]:
         """Iterative Tarjan restricted to ``nodes``; keeps SCCs that are real cycles."""
-        index: dict[str, int] = {}
-        low: dict[str, int] = {}
-        on_stack: set[str] = set()
-        stack: list[str] = []
+        ids = self._ids
+        ptr, succ_all = self._succ_ptr.tolist(), self._succ.tolist()
+        index: dict[int, int] = {}
+        low: dict[int, int] = {}
+        on_stack: set[int] = set()
+        stack: list[int] = []
         found: list[list[str]] = []
         counter = 0
-        for root in sorted(nodes, key=id_key):
+        for root in sorted(nodes, key=lambda k: id_key(ids[k])):
             if root in index:
                 continue
-            work: list[tuple[str, int]] = [(root, 0)]
+            work: list[tuple[int, int]] = [(root, 0)]
             while work:
                 v, i = work.pop()
                 if i == 0:
@@ -196,7 +272,7 @@ class IssueGraph:
                     counter += 1
                     stack.append(v)
                     on_stack.add(v)
-                succ = [s for s in self.succs.get(v, ()) if s in nodes]
+                succ = [s for s in succ_all[ptr[v]:ptr[v + 1]] if s in nodes]
                 recursed = False
                 while i < len(succ):
                     s = succ[i]
@@ -215,10 +291,10 @@ class IssueGraph:
                     while True:
                         w = stack.pop()
                         on_stack.discard(w)
-                        comp.append(w)
+                        comp.append(ids[w])
                         if w == v:
                             break
-                    if len(comp) > 1 or v in self.succs.get(v, ()):
+                    if len(comp) > 1 or v in succ_all[ptr[v]:ptr[v + 1]]:
                         found.append(sorted(comp, key=id_key))
                 if work:
                     parent = work[-1][0]
@@ -234,14 +310,19 @@ class IssueGraph:
     def blocked_by(self, issue_id: str) -> list[str]:
         """Ids that keep ``issue_id`` from running: unfinished or missing predecessors, and
         (for a cycle member) its predecessors inside the cycle even if they are done."""
-        if issue_id not in self.issues:
+        k = self._index.get(issue_id)
+        if k is None:
             raise KeyError(f"unknown issue {issue_id!r}")
-        out = list(self.missing.get(issue_id, ()))
-        cyc = self.cycle_index.get(issue_id)
-        done = self.done
-        for p in self.preds.get(issue_id, ()):
-            if p not in done or (cyc is not None and self.cycle_index.get(p) == cyc):
-                out.append(p)
+        return self._blockers(k)
+
+    def _blockers(self, k: int) -> list[str]:
+        ids, done = self._ids, self._done_mask
+        iid = ids[k]
+        out = list(self.missing.get(iid, ()))
+        cyc = self.cycle_index.get(iid)
+        for p in self._pred_of(k):
+            if not done[p] or (cyc is not None and self.cycle_index.get(ids[p]) == cyc):
+                out.append(ids[p])
         if len(out) < 2:
             return out
         return sorted(set(out), key=id_key)
@@ -261,7 +342,7 @@ class IssueGraph:
                 self.cycles[self.cycle_index[issue_id]])
         if issue_id in self.missing:
             return "missing dependency " + ", ".join(self.missing[issue_id])
-        blockers = self.blocked_by(issue_id) if issue_id in self.preds else []
+        blockers = self.blocked_by(issue_id)
         if blockers:
             return "blocked by " + ", ".join(blockers)
         return None
@@ -280,25 +361,15 @@ class IssueGraph:
     @gc_paused
     def blocked(self) -> dict[str, list[str]]:
         """Open/ready issues held back by dependencies (or a cycle), with their blockers."""
-        if self._blocked is not None:
-            return dict(self._blocked)
-        out: dict[str, list[str]] = {}
-        issues, done, missing, cycles = self.issues, self.done, self.missing, self.cycle_index
-        for iid, ps in self.preds.items():
-            if issues[iid].status not in READY_STATUSES:
-                continue
-            if iid in missing or iid in cycles:
-                blockers = self.blocked_by(iid)
-            else:
-                blockers = [p for p in ps if p not in done]
-                if len(blockers) > 1:
-                    blockers = sorted(set(blockers), key=id_key)
-            if blockers:
-                out[iid] = blockers
-        for iid in missing:
-            if iid not in out and issues[iid].status in READY_STATUSES:
-                out[iid] = self.blocked_by(iid)
-        self._blocked = {k: out[k] for k in sorted(out, key=id_key)}
+        if self._blocked is None:
+            ids, values = self._ids, self._values
+            out: dict[str, list[str]] = {}
+            for k in np.flatnonzero(self._held).tolist():
+                if values[k].status in READY_STATUSES:
+                    blockers = self._blockers(k)
+                    if blockers:
+                        out[ids[k]] = blockers
+            self._blocked = {key: out[key] for key in sorted(out, key=id_key)}
         return dict(self._blocked)
 
     def running(self) -> list[Issue]:
@@ -306,19 +377,24 @@ class IssueGraph:
 
     # --- critical path -----------------------------------------------------------------------
 
-    def _order_without_cycles(self) -> list[str]:
+    def _order_without_cycles(self) -> list[int]:
         """Topological order of every node outside a cycle (only needed when cycles exist)."""
-        cycles = self.cycle_index
-        indeg = {v: sum(1 for p in ps if p not in cycles)
-                 for v, ps in self.preds.items() if v not in cycles}
-        nodes = list(self.succs) + [v for v in self.preds if v not in self.succs]
-        order = [v for v in nodes if v not in cycles and not indeg.get(v)]
+        in_cycle = {self._index[v] for v in self.cycle_index}
+        src, dst = self._src.tolist(), self._dst.tolist()
+        indeg: dict[int, int] = {}
+        nodes: dict[int, None] = {}
+        for a, b in zip(src, dst, strict=True):
+            nodes[a] = nodes[b] = None
+            if b not in in_cycle:
+                indeg[b] = indeg.get(b, 0) + (a not in in_cycle)
+        order = [v for v in nodes if v not in in_cycle and not indeg.get(v)]
+        ptr, succ = self._succ_ptr.tolist(), self._succ.tolist()
         pos = 0
         while pos < len(order):
             v = order[pos]
             pos += 1
-            for s in self.succs.get(v, ()):
-                if s in indeg:
+            for s in succ[ptr[v]:ptr[v + 1]]:
+                if s not in in_cycle:
                     indeg[s] -= 1
                     if indeg[s] == 0:
                         order.append(s)
@@ -326,51 +402,75 @@ class IssueGraph:
 
     @gc_paused
     def _compute_critical(self) -> None:
-        """Longest size-weighted chain of blocks edges among not-done, acyclic issues."""
-        issues = self.issues
-        done = self.done
-        cycles = self.cycle_index
-        succs = self.succs
-        order = self._order_without_cycles() if cycles else self._topo
-        best: dict[str, int] = {}
-        nxt: dict[str, str] = {}
-        start: str | None = None
-        start_val = -1
-        for v in reversed(order):  # successors first
-            if v in done:
-                continue
-            top = 0
-            pick: str | None = None
-            for s in succs.get(v, ()):
-                b = best.get(s)  # absent: done (or in a cycle)
-                if b is None:
+        """Longest size-weighted chain of blocks edges among not-done, acyclic issues.
+
+        ``best[v]`` is the heaviest chain starting at v (``-1``: done, in a cycle, or not on any
+        edge), filled successors first: level by level in numpy where the topological pass ran
+        in levels, node by node elsewhere."""
+        n, ids, values, done = self._n, self._ids, self._values, self._done_mask
+        best = np.full(n, -1, dtype=np.int64)
+        weight = np.zeros(n, dtype=np.int64)
+        on_edge = np.zeros(n, dtype=bool)
+        on_edge[self._src] = True
+        on_edge[self._dst] = True
+        need = np.flatnonzero(on_edge & ~done).tolist()
+        weight[need] = [SIZE_HOURS[values[k].dk_size] for k in need]
+        if self.cycles:
+            self._best_by_node(self._order_without_cycles(), best, weight)
+        else:
+            self._best_by_node(self._tail, best, weight)
+            for level in reversed(self._levels):
+                level = level[~done[level]]
+                if not level.size:
                     continue
-                if b > top or (b == top and pick is not None and id_key(s) < id_key(pick)):
-                    top, pick = b, s
-            val = SIZE_HOURS[issues[v].dk_size] + top
-            best[v] = val
-            if pick is not None:
-                nxt[v] = pick
-            if val > start_val or (val == start_val and start is not None
-                                   and id_key(v) < id_key(start)):
-                start, start_val = v, val
+                targets, counts = _gather(self._succ_ptr, self._succ, level)
+                top = np.zeros(level.size, dtype=np.int64)
+                np.maximum.at(top, np.repeat(np.arange(level.size), counts), best[targets])
+                best[level] = weight[level] + top
+        start: str | None = None
+        start_val = int(best.max()) if n else -1
+        if start_val >= 0:
+            start = min((ids[k] for k in np.flatnonzero(best == start_val).tolist()), key=id_key)
         if start_val <= max(SIZE_HOURS.values()):
             # An issue without live edges could still be the longest (or tie-winning) chain.
-            for iid, issue in issues.items():
-                if iid in done or iid in cycles or iid in best:
+            in_cycle = self.cycle_index
+            for k in np.flatnonzero((best < 0) & ~done).tolist():
+                iid = ids[k]
+                if iid in in_cycle:
                     continue
-                val = SIZE_HOURS[issue.dk_size]
+                val = SIZE_HOURS[values[k].dk_size]
                 if val > start_val or (val == start_val and start is not None
                                        and id_key(iid) < id_key(start)):
                     start, start_val = iid, val
         path: list[str] = []
-        cur = start
+        cur = self._index[start] if start is not None else None
         while cur is not None:
-            path.append(cur)
-            cur = nxt.get(cur)
+            path.append(ids[cur])
+            after = int(best[cur] - weight[cur])  # hours of the chain after cur
+            live = [s for s in self._succ[self._succ_ptr[cur]:self._succ_ptr[cur + 1]].tolist()
+                    if best[s] == after] if after > 0 else []
+            cur = min(live, key=lambda s: id_key(ids[s])) if live else None
         self._critical = path
         self._critical_set = frozenset(path)
         self._critical_hours = max(start_val, 0)
+
+    def _best_by_node(self, order: list[int], best: npt.NDArray[np.int64],
+                      weight: npt.NDArray[np.int64]) -> None:
+        """Fill ``best`` for ``order`` (a topological order), last node first."""
+        done = self._done_mask.tolist()
+        ptr, succ = self._succ_ptr.tolist(), self._succ.tolist()
+        got = best.tolist()
+        w = weight.tolist()
+        for v in reversed(order):
+            if done[v]:
+                continue
+            top = 0
+            for s in succ[ptr[v]:ptr[v + 1]]:
+                b = got[s]
+                if b > top:
+                    top = b
+            got[v] = w[v] + top
+        best[:] = np.asarray(got, dtype=np.int64)
 
     def critical_path(self) -> list[str]:
         """Ids of the longest chain (first to last); ties go to the smallest id at each step."""
