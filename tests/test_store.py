@@ -30,6 +30,8 @@ from cyntra.state.store import (
     ParseProblem,
     _fast_dep,
     _fast_issue,
+    _loads_line,
+    _quick_row,
     escalation_fields,
 )
 
@@ -406,6 +408,92 @@ def test_fast_dep_agrees_with_validation(row: dict[str, Any]) -> None:
         return
     if fast is not None:
         assert fast == slow and fast.model_fields_set == slow.model_fields_set
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """Equal values of equal types all the way down (NaN equals NaN)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is float:
+        return a == b or (a != a and b != b)
+    if type(a) is list:
+        return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b, strict=True))
+    if type(a) is dict:
+        return list(a) == list(b) and all(_same_json(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def _parse_both(text: str) -> None:
+    """orjson never reads a line json rejects; a row it reads that a fast path then accepts is
+    exactly json's reading (what the store relies on); ``_loads_line`` is ``json.loads``."""
+    quick = _quick_row(text)
+    try:
+        expected = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        assert quick is None
+        with pytest.raises(type(exc)):
+            _loads_line(text)
+        return
+    assert _same_json(_loads_line(text), expected)
+    if type(quick) is dict and (_fast_issue(dict(quick)) is not None or _fast_dep(quick) is not None):
+        assert _same_json(quick, expected)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(_json_values, st.sampled_from(["", " ", "\r", " \t"]))
+def test_orjson_fast_path_reads_what_json_reads(value: Any, pad: str) -> None:
+    _parse_both(pad + json.dumps(value) + pad)
+    quick = _quick_row(json.dumps(value))
+    assert quick is None or _same_json(quick, value) or _has_huge_int(value)
+
+
+def _has_huge_int(value: Any) -> bool:
+    if type(value) is int:
+        return not -(2**63) <= value < 2**64
+    if type(value) is list:
+        return any(map(_has_huge_int, value))
+    if type(value) is dict:
+        return any(map(_has_huge_int, value.values()))
+    return False
+
+
+@given(st.fixed_dictionaries({"id": st.just("1")}, optional={
+    "title": st.text(max_size=5), "dk_attempts": st.integers() | st.floats(allow_nan=False),
+    "dk_estimated_tokens": st.integers(), "tags": st.lists(st.text(max_size=3), max_size=2),
+    "x": _json_values}))
+def test_orjson_fast_path_on_issue_rows(row: dict[str, Any]) -> None:
+    _parse_both(json.dumps(row))
+
+
+@given(st.text(alphabet='{}[]":,0123456789.eE+-truefalsnNIinfyaxb \\u\r\t', max_size=30))
+def test_orjson_fast_path_fails_where_json_fails(text: str) -> None:
+    _parse_both(text)
+
+
+@pytest.mark.parametrize("text", [
+    '{"a": NaN, "b": -Infinity}', '{"x": 1e400}', '"\\ud800"', '{"a": 1, "a": 2}', "-0.0",
+    "[" * 2000 + "]" * 2000, '{"id": "1"} x', "\ufeff{}", "18446744073709551616",
+    "-9223372036854775809", "[1.2345678901234567890123]",
+])
+def test_orjson_fast_path_edge_cases(text: str) -> None:
+    _parse_both(text)
+
+
+def test_huge_integers_are_read_exactly(tmp_path: Path) -> None:
+    """orjson reads an integer beyond 64 bits as a float; the store reads such rows with json."""
+    big = 2**70
+    _write(tmp_path, [f'{{"id": "1", "n": {big}}}', f'{{"id": "2", "m": -{big}}}',
+                      f'{{"id": {big}}}', f'{{"id": "3", "dk_attempts": {big}}}'])
+    s = BeadsStore(tmp_path).load()
+    assert s.issues["1"].n == big and s.issues["2"].m == -big and not s.problems
+    assert s.issues[str(big)].id == str(big) and s.issues["3"].dk_attempts == big
 
 
 # --- concurrency and crash safety -----------------------------------------------------------
