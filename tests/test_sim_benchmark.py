@@ -87,4 +87,3 @@ def test_quick_cli_as_the_demo_calls_it(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     result = BenchmarkResult.model_validate_json((out / "benchmark.json").read_text())
     _check(out, result, 100)
-    assert result.timings["total"] <= 90
