@@ -435,7 +435,7 @@ def _parse_both(text: str) -> None:
             _loads_line(text)
         return
     assert _same_json(_loads_line(text), expected)
-    if type(quick) is dict and (_fast_issue(dict(quick)) is not None or _fast_dep(quick) is not None):
+    if type(quick) is dict and (_fast_issue(dict(quick), False) is not None or _fast_dep(quick) is not None):
         assert _same_json(quick, expected)
 
 
@@ -467,7 +467,7 @@ def _has_huge_int(value: Any) -> bool:
 @given(st.fixed_dictionaries({"id": st.just("1")}, optional={
     "title": st.text(max_size=5), "dk_attempts": st.integers() | st.floats(allow_nan=False),
     "dk_estimated_tokens": st.integers(), "tags": st.lists(st.text(max_size=3), max_size=2),
-    "x": _json_values}))
+    "x": _json_values | st.integers()}))
 def test_orjson_fast_path_on_issue_rows(row: dict[str, Any]) -> None:
     _parse_both(json.dumps(row))
 

@@ -20,6 +20,7 @@ import json
 import json.scanner
 import os
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -131,10 +132,11 @@ class IssueSet:
     deps: list[Dep]
     problems: list[ParseProblem]
     # the file's lines (surrogateescape-decoded, so any byte round-trips) and, per usable id,
-    # the index of the line it came from: everything a surgical rewrite needs
+    # the index of the line it came from (the map may hold unusable rows' ids too): everything
+    # a surgical rewrite needs
     _lines: list[str] = field(default_factory=list, repr=False)
     _line_of: dict[str, int] = field(default_factory=dict, repr=False)
-    _reserved_ids: set[str] = field(default_factory=set, repr=False)
+    _reserved_ids: AbstractSet[str] = field(default_factory=set, repr=False)
     _key_order: dict[str, list[str]] = field(default_factory=dict, repr=False)
     _id_style: tuple[bool, int, str] | None = field(default=None, repr=False)
     _id_count: int = field(default=0, repr=False)
@@ -147,7 +149,7 @@ class IssueSet:
 
     def all_ids(self) -> set[str]:
         """Every id in use, including ids of rows that failed validation (never reassign them)."""
-        return set(self.issues) | self._reserved_ids
+        return set(self.issues).union(self._reserved_ids)
 
     def in_use(self, issue_id: str) -> bool:
         return issue_id in self.issues or issue_id in self._reserved_ids
@@ -288,7 +290,7 @@ _FIELDS_SETS: dict[tuple[str, ...], SharedFieldsSet] = {}
 _set_attr = object.__setattr__
 
 
-def _fast_issue(row: dict[str, Any]) -> Issue | None:
+def _fast_issue(row: dict[str, Any], unknown_ok: bool = True) -> Issue | None:
     """Build the Issue without pydantic when every known field is already canonical.
 
     Returns ``None`` (validate instead) for anything unusual -- nulls, aliases, numbers that
@@ -297,7 +299,8 @@ def _fast_issue(row: dict[str, Any]) -> Issue | None:
     validation is ~6x slower than this, and a big workspace holds 100k rows. Straight-line
     checks per field (absent fields hold their template default, which passes them) rather
     than a loop over the row: this runs once per row of the file. ``row`` must be a freshly
-    parsed object nobody else holds: its lists become the issue's.
+    parsed object nobody else holds: its lists become the issue's. ``unknown_ok=False`` also
+    returns ``None`` for a row with unknown fields (the store's orjson pass, see :func:`_quick_row`).
     """
     try:
         if row.keys() <= _FAST_KEYS:
@@ -305,7 +308,7 @@ def _fast_issue(row: dict[str, Any]) -> Issue | None:
             extra: dict[str, Any] = {}
         else:
             unknown = row.keys() - _FAST_KEYS
-            if not unknown.isdisjoint(_SLOW_KEYS):
+            if not unknown_ok or not unknown.isdisjoint(_SLOW_KEYS):
                 return None
             values = _TEMPLATE.copy()
             extra = {}
@@ -456,7 +459,8 @@ def _quick_row(text: str) -> Any:
     """orjson's reading of a line (about twice as fast as json's), or ``None`` if it rejects it.
 
     Used only for rows that then pass a fast path (:func:`_fast_issue` with known fields only,
-    :func:`_fast_dep`); every other line is read again by :func:`_loads_line`, whose reading is
+    :func:`_fast_dep`; the parse loops inline the call); every other line is read again by
+    :func:`_loads_line`, whose reading is
     the reference. That is exact: orjson rejects more than json does (NaN, lone surrogates,
     1e400, deep nesting) and reads the same values otherwise, except integers beyond 64 bits,
     which it turns into floats -- and the fast paths' type checks admit no float. A property
@@ -481,17 +485,20 @@ def _parse_issues(path: Path, data: bytes, problems: list[ParseProblem]) -> Issu
     spath = str(path)
     lines, bad = _split_lines(data, spath, problems)
     issues: dict[str, Issue] = {}
-    reserved: set[str] = set()  # ids of every row, usable or not: never handed out again
-    line_of: dict[str, int] = {}  # usable id -> its line
-    seen: dict[str, int] = {}  # any id -> the last line that carried it
-    quick, loads, fast, known = _quick_row, _loads_line, _fast_issue, _FAST_KEYS
+    # any id -> the last line that carried it. Ids of unusable rows count too (never reused);
+    # for a usable id it is the issue's own line (a later unusable row drops the issue).
+    seen: dict[str, int] = {}
+    quick, not_json, loads, fast = orjson.loads, orjson.JSONDecodeError, _loads_line, _fast_issue
     for index, text in enumerate(lines):
         if index in bad:
             continue
         if index == 0 and text.startswith(_BOM):
             text = text[1:]
-        obj = quick(text)
-        issue = fast(obj) if type(obj) is dict and obj.keys() <= known else None
+        try:  # orjson first (see _quick_row)
+            obj = quick(text)
+        except not_json:
+            obj = None
+        issue = fast(obj, False) if type(obj) is dict else None
         if issue is None:  # anything unusual: read again by json, the reference
             try:
                 obj = loads(text)
@@ -516,23 +523,20 @@ def _parse_issues(path: Path, data: bytes, problems: list[ParseProblem]) -> Issu
         if key is None:
             continue
         if key in seen:
-            line_of.pop(key, None)
             issues.pop(key, None)
             verdict = "this row wins" if issue is not None else "the id is left out until fixed"
             reason = f"duplicate id {key!r} (also on line {seen[key] + 1}); {verdict}"
             problems.append(ParseProblem(spath, index + 1, "id", reason))
         seen[key] = index
-        reserved.add(key)
         if issue is not None:
             issues[key] = issue
-            line_of[key] = index
     return IssueSet(
         issues=issues,
         deps=[],
         problems=problems,
         _lines=lines,
-        _line_of=line_of,
-        _reserved_ids=reserved,
+        _line_of=seen,
+        _reserved_ids=seen.keys(),
     )
 
 
@@ -568,12 +572,16 @@ def _parse_deps(path: Path, data: bytes, problems: list[ParseProblem]) -> list[D
     spath = str(path)
     lines, bad = _split_lines(data, spath, problems)
     deps: list[Dep] = []
+    quick, not_json = orjson.loads, orjson.JSONDecodeError
     for index, text in enumerate(lines):
         if index in bad or not text or text.isspace():
             continue
         if index == 0 and text.startswith(_BOM):
             text = text[1:]
-        obj = _quick_row(text)
+        try:  # orjson first (see _quick_row)
+            obj = quick(text)
+        except not_json:
+            obj = None
         dep = _fast_dep(obj) if type(obj) is dict else None
         if dep is not None:
             deps.append(dep)
