@@ -33,7 +33,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from cyntra import clock
-from cyntra.control.controller import MODE_RANK, ExplorationController, issue_domain
+from cyntra.control.controller import DOMAINS, MODE_RANK, ExplorationController, issue_domain
 from cyntra.errors import ConfigError
 from cyntra.gcpause import gc_paused
 from cyntra.kernel.config import KernelConfig
@@ -80,10 +80,18 @@ def _order_keys(
     < 8) so a comparison usually ends at the first element; ``n`` is the issue's position.
     """
     critical = graph.critical_set
-    domain_rank: dict[str, int] = {}
     default_rank = MODE_RANK["disabled"]
+    domain_rank = {d: MODE_RANK[controller.decide_domain(d).mode] for d in DOMAINS} \
+        if controller is not None else {}
+    if domain_rank:
+        default_rank = domain_rank["code"]  # an issue without tags is code
+    by_domain = len(set(domain_rank.values())) > 1  # else every issue has the same rank
+    tags_rank: dict[tuple[str, ...], int] = {}
     threshold = timedelta(hours=starvation_threshold_hours)
     aging = starvation_threshold_hours > 0
+    # Waiting since at or before cutoff[p] means aged by at least p steps: plain datetime
+    # comparisons, exactly ``(now - since) // threshold >= p`` (integer microseconds).
+    cutoff = [now - threshold * p for p in range(len(PRIORITIES))] if aging else []
     prio_rank = {p: n for n, p in enumerate(PRIORITIES)}
     risk_rank = {r: 3 - n for r, n in RISK_ORDER.items()}  # critical first
 
@@ -92,20 +100,21 @@ def _order_keys(
     append = keyed.append
     for n, issue in enumerate(ready):
         rank = default_rank
-        if controller is not None:
-            d = issue_domain(issue) if issue.tags else "code"
-            r = domain_rank.get(d)
+        if by_domain and issue.tags:
+            tags = tuple(issue.tags)
+            r = tags_rank.get(tags)
             if r is None:
-                r = domain_rank[d] = MODE_RANK[controller.decide_domain(d).mode]
+                r = tags_rank[tags] = domain_rank[issue_domain(issue)]
             rank = r
         prio = prio_rank[issue.dk_priority]
         created = issue.created
         if prio and aging:
             since = issue.updated or created
-            if since is not None:
-                waited = now - since
-                if waited >= threshold:
-                    prio = max(0, prio - int(waited // threshold))
+            if since is not None and since <= cutoff[1]:
+                if since <= cutoff[prio]:
+                    prio = 0
+                else:
+                    prio = max(0, prio - int((now - since) // threshold))
         iid = issue.id
         head = ((0 if iid in critical else 512) + (rank << 6) + (prio << 3) + risk_rank[issue.dk_risk])
         if iid.isdigit() and iid.isascii():

@@ -184,7 +184,8 @@ class IssueGraph:
         held[[index[t] for t in self.missing]] = True
         held[[index[v] for v in self.cycle_index]] = True
         want = np.asarray(wanting, dtype=np.intp)
-        self._ready: list[str] = list(map(ids.__getitem__, want[~held[want]].tolist()))
+        self._ready_at: list[int] = want[~held[want]].tolist()
+        self._ready: list[str] = list(map(ids.__getitem__, self._ready_at))
         self._blocked: dict[str, list[str]] | None = None
         self._critical: list[str] | None = None
         self._critical_set: frozenset[str] = frozenset()
@@ -352,8 +353,7 @@ class IssueGraph:
         return list(self._ready)
 
     def ready_issues(self) -> list[Issue]:
-        issues = self.issues
-        return [issues[i] for i in self._ready]
+        return list(map(self._values.__getitem__, self._ready_at))
 
     def is_ready(self, issue_id: str) -> bool:
         return issue_id in self.issues and self.not_ready_reason(issue_id) is None
