@@ -70,7 +70,11 @@ _LEVEL_MIN = 64
 def _blocks_edges(deps: Iterable[DepLike]) -> tuple[list[str], list[str]]:
     """(from ids, to ids) of the ``blocks`` deps, in input order."""
     items = deps if type(deps) is list else list(deps)
-    if set(map(type, items)) <= {Dep}:  # the store's deps: plain string fields, read in C
+    kinds = set(map(type, items))
+    triples: list[tuple[str, str, str]]
+    if kinds <= {tuple}:  # (from, to, type) as the kernel passes them, taken as they are
+        triples = items
+    elif kinds <= {Dep}:  # the store's deps: plain string fields, read in C
         triples = list(map(_DEP_FIELDS, items))
     else:
         triples = [_dep_triple(d) for d in items]
