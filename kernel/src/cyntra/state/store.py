@@ -304,6 +304,17 @@ _set_dict, _set_extra, _set_fields_set, _set_private = map(_slot_setter, (
     "__dict__", "__pydantic_extra__", "__pydantic_fields_set__", "__pydantic_private__"))
 
 
+def _digits(v: Any, minimum: int) -> int:
+    """An integer field's value given as a digit string (``"3"``), at least ``minimum``; anything
+    else raises ValueError (the fast path then gives up and validation reports it)."""
+    if type(v) is not str or not v.isascii() or not v.isdigit():
+        raise ValueError(v)
+    n = int(v)
+    if n < minimum:
+        raise ValueError(v)
+    return n
+
+
 def _fast_issue(row: dict[str, Any], unknown_ok: bool = True) -> Issue | None:
     """Build the Issue without pydantic when every known field is already canonical.
 
@@ -341,26 +352,38 @@ def _fast_issue(row: dict[str, Any], unknown_ok: bool = True) -> Issue | None:
         values["dk_priority"] = _PRIORITY_SET[values["dk_priority"]]
         values["dk_risk"] = _RISK_SET[values["dk_risk"]]
         values["dk_size"] = _SIZE_SET[values["dk_size"]]
-        for key in ("created", "updated"):
-            v = values[key]
-            if v is not None:
-                # 3.11's fromisoformat reads "...Z" itself; the result equals clock.parse_ts(v).
-                if type(v) is not str or not v.endswith("Z"):
-                    return None
-                values[key] = _fromisoformat(v)
-        for key in ("dk_attempts", "dk_max_attempts", "dk_estimated_tokens"):
-            v = values[key]
-            if type(v) is not int:
-                if type(v) is not str or not v.isascii() or not v.isdigit():
-                    return None
-                v = values[key] = int(v)
-            if v < _INT_MIN[key]:
+        # Straight-line checks, one per field (a loop over field names costs more than them).
+        # 3.11's fromisoformat reads "...Z" itself; the result equals clock.parse_ts(v).
+        v = values["created"]
+        if v is not None:
+            if type(v) is not str or v[-1:] != "Z":
                 return None
-        for key in ("description", "dk_tool_hint", "dk_parent"):
-            v = values[key]
-            # validation turns a whitespace-only string into None: leave that to it
-            if v is not None and (type(v) is not str or v.isspace()):
+            values["created"] = _fromisoformat(v)
+        v = values["updated"]
+        if v is not None:
+            if type(v) is not str or v[-1:] != "Z":
                 return None
+            values["updated"] = _fromisoformat(v)
+        # Integers may come as digit strings; attempts and tokens are >= 0, max_attempts >= 1.
+        v = values["dk_attempts"]
+        if type(v) is not int or v < 0:
+            v = values["dk_attempts"] = _digits(v, 0)
+        v = values["dk_max_attempts"]
+        if type(v) is not int or v < 1:
+            v = values["dk_max_attempts"] = _digits(v, 1)
+        v = values["dk_estimated_tokens"]
+        if type(v) is not int or v < 0:
+            v = values["dk_estimated_tokens"] = _digits(v, 0)
+        # validation turns a whitespace-only string into None: leave that to it
+        v = values["description"]
+        if v is not None and (type(v) is not str or v.isspace()):
+            return None
+        v = values["dk_tool_hint"]
+        if v is not None and (type(v) is not str or v.isspace()):
+            return None
+        v = values["dk_parent"]
+        if v is not None and (type(v) is not str or v.isspace()):
+            return None
         if type(values["dk_speculate"]) is not bool or type(values["dk_apply_patch"]) is not bool:
             return None
         for key in ("tags", "dk_forbidden_paths"):
