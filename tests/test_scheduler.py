@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cyntra.control import REPORT_PATH, ExplorationController
 from cyntra.kernel.config import KernelConfig, load_config, parse_config
@@ -15,6 +17,7 @@ from cyntra.kernel.heuristic import HeuristicContext, UniverseLimits, heuristic_
 from cyntra.kernel.plan import DispatchPlan
 from cyntra.kernel.scheduler import (
     NO_SLOT,
+    _order_keys,
     effective_priority,
     order_ready,
     pack_lanes,
@@ -94,6 +97,28 @@ def test_starvation_aging(waited_h: float, threshold: float, prio: str, expected
     ts = (NOW - timedelta(hours=waited_h)).isoformat()
     issue = mk("1", dk_priority=prio, updated=ts, created="2020-01-01T00:00:00Z")
     assert effective_priority(issue, NOW, threshold) == expected
+
+
+@given(st.integers(-10**12, 10**13), st.sampled_from(["P0", "P1", "P2", "P3"]),
+       st.one_of(st.floats(0.001, 50), st.sampled_from([0.5, 1, 4, 7 / 3, 1e7, 1e9])))
+def test_ordering_ages_exactly_like_effective_priority(waited_us: int, prio: str, hours: float) -> None:
+    """The ordering compares timestamps with precomputed cutoffs; it must age every issue
+    exactly as the timedelta arithmetic of effective_priority does, also at the boundaries
+    and for thresholds so large that a cutoff would fall before year 1."""
+    updated = NOW - timedelta(microseconds=waited_us)
+    issue = mk("1", dk_priority=prio, updated=updated.isoformat())
+    g = IssueGraph([issue])
+    (key,) = _order_keys([issue], g, None, NOW, hours)
+    assert (key[0] >> 3) & 7 == effective_priority(issue, NOW, hours)
+
+
+def test_huge_threshold_means_no_aging() -> None:
+    old = mk("1", dk_priority="P3", created="2020-01-01T00:00:00Z")
+    new = mk("2", dk_priority="P2", created="2026-01-10T00:00:00Z")
+    g = IssueGraph([old, new])
+    g._critical, g._critical_set = [], frozenset()
+    assert ids(order_ready([old, new], g, None, NOW, 1e7)) == ["2", "1"]
+    assert ids(order_ready([old, new], g, None, NOW, 4)) == ["1", "2"]
 
 
 def test_aging_uses_created_when_no_updated_and_reorders() -> None:

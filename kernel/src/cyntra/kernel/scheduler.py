@@ -67,6 +67,16 @@ def effective_priority(issue: Issue, now: datetime, threshold_hours: float) -> i
 _OrderKey = tuple[int, datetime, int, int, str, int]
 
 
+def _cutoffs(now: datetime, threshold: timedelta, n: int) -> list[datetime | None]:
+    out: list[datetime | None] = []
+    for p in range(n):
+        try:
+            out.append(now - threshold * p)
+        except OverflowError:
+            out.append(None)
+    return out
+
+
 def _order_keys(
     ready: Sequence[Issue],
     graph: IssueGraph,
@@ -90,8 +100,10 @@ def _order_keys(
     threshold = timedelta(hours=starvation_threshold_hours)
     aging = starvation_threshold_hours > 0
     # Waiting since at or before cutoff[p] means aged by at least p steps: plain datetime
-    # comparisons, exactly ``(now - since) // threshold >= p`` (integer microseconds).
-    cutoff = [now - threshold * p for p in range(len(PRIORITIES))] if aging else []
+    # comparisons, exactly ``(now - since) // threshold >= p`` (integer microseconds). None: a
+    # cutoff before year 1 (a threshold meant as "never"), which no timestamp reaches.
+    cutoff = _cutoffs(now, threshold, len(PRIORITIES)) if aging else []
+    first = cutoff[1] if aging else None
     prio_rank = {p: n for n, p in enumerate(PRIORITIES)}
     risk_rank = {r: 3 - n for r, n in RISK_ORDER.items()}  # critical first
 
@@ -110,8 +122,9 @@ def _order_keys(
         created = issue.created
         if prio and aging:
             since = issue.updated or created
-            if since is not None and since <= cutoff[1]:
-                if since <= cutoff[prio]:
+            if since is not None and first is not None and since <= first:
+                last = cutoff[prio]
+                if last is not None and since <= last:
                     prio = 0
                 else:
                     prio = max(0, prio - int((now - since) // threshold))

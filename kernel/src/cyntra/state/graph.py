@@ -76,8 +76,8 @@ def _blocks_edges(deps: Iterable[DepLike]) -> tuple[list[str], list[str]]:
         triples = items
     elif kinds <= {Dep}:  # the store's deps: plain string fields, read in C
         triples = list(map(_DEP_FIELDS, items))
-    else:
-        triples = [_dep_triple(d) for d in items]
+    else:  # tuples as they are here too, as before the bulk paths
+        triples = [d if type(d) is tuple else _dep_triple(d) for d in items]
     frms = [f for f, _, k in triples if k == BLOCKS]
     tos = [t for _, t, k in triples if k == BLOCKS]
     return frms, tos
