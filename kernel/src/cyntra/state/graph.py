@@ -181,7 +181,8 @@ class IssueGraph:
                 self._running.append(issue)
         done = self._done_mask = np.zeros(n, dtype=bool)
         done[done_at] = True
-        self.done: frozenset[str] = frozenset(map(ids.__getitem__, done_at))
+        self._done_at = done_at
+        self._done_ids: frozenset[str] | None = None
         # Blocked: an unfinished predecessor, a missing one, or a place in a cycle.
         held = self._held = np.zeros(n, dtype=bool)
         held[self._dst[~done[self._src]]] = True
@@ -309,8 +310,12 @@ class IssueGraph:
 
     # --- readiness ---------------------------------------------------------------------------
 
-    def _is_done(self, issue_id: str) -> bool:
-        return issue_id in self.done
+    @property
+    def done(self) -> frozenset[str]:
+        """Ids of done (or closed) issues."""
+        if self._done_ids is None:
+            self._done_ids = frozenset(map(self._ids.__getitem__, self._done_at))
+        return self._done_ids
 
     def blocked_by(self, issue_id: str) -> list[str]:
         """Ids that keep ``issue_id`` from running: unfinished or missing predecessors, and
