@@ -14,7 +14,7 @@ from rich.table import Table
 
 from cyntra.errors import CyntraError
 from cyntra.fsutil import atomic_write_text
-from cyntra.kernel.default_config import DEFAULT_CONFIG_YAML
+from cyntra.kernel.default_config import DEFAULT_CONFIG_YAML, DEFAULT_POLICY
 from cyntra.workspace import Workspace
 
 console = Console()
@@ -46,7 +46,10 @@ def main() -> None:
 @workspace_option
 @click.option("--force", is_flag=True, help="Overwrite an existing config.")
 def init(workspace: Path, force: bool) -> None:
-    """Create .beads/ and a commented default .cyntra/config.yaml."""
+    """Create .beads/, a commented default .cyntra/config.yaml and the policy file it names
+    (policies/default.yaml, a copy of the bundled default; an existing one is kept)."""
+    from cyntra.strategy.policy import bundled_default_policy_path
+
     ws = Workspace.at(workspace)
     if ws.config_path.exists() and not force:
         _fail(CyntraError(f"{ws.config_path} already exists (use --force to overwrite)"))
@@ -56,6 +59,11 @@ def init(workspace: Path, force: bool) -> None:
             p.touch()
     atomic_write_text(ws.config_path, DEFAULT_CONFIG_YAML)
     console.print(f"wrote {ws.config_path}")
+    policy = ws.root / DEFAULT_POLICY
+    if not policy.exists():
+        policy.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(policy, bundled_default_policy_path().read_text(encoding="utf-8"))
+        console.print(f"wrote {policy}")
 
 
 def _open_session(workspace: Path, **kw: Any) -> Any:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: The policy file the default config names, relative to the workspace (``cyntra init`` writes it).
+DEFAULT_POLICY = "policies/default.yaml"
+
 DEFAULT_CONFIG_YAML = """\
 version: "1.0"
 
