@@ -155,6 +155,16 @@ def test_invalid_utf8_and_deep_nesting_are_problems_not_crashes(tmp_path: Path) 
     assert lines[1] == b'{"id": "2\xff"}' and lines[2] == b"[" * 100000
 
 
+def test_integer_too_long_to_convert_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    huge = "9" * 5000  # beyond Python's int-from-string limit (4,300 digits)
+    _write(tmp_path, ['{"id": "1"}', f'{{"id": "2", "n": {huge}}}'])
+    _write(tmp_path, [f'{{"from": "1", "to": "2", "n": {huge}}}'], name="deps.jsonl")
+    s = BeadsStore(tmp_path).load()
+    assert list(s.issues) == ["1"] and s.deps == []
+    assert [(p.line, p.field) for p in s.problems] == [(2, "<json>"), (1, "<json>")]
+    assert "digits" in s.problems[0].reason
+
+
 def test_missing_files_mean_an_empty_workspace(tmp_path: Path) -> None:
     loaded = BeadsStore(tmp_path).load()
     assert (loaded.issues, loaded.deps, loaded.problems) == ({}, [], [])

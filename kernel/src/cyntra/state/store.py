@@ -441,6 +441,9 @@ def _json_object(
         reason = f"invalid JSON: {exc.msg} (column {exc.colno})"
         problems.append(ParseProblem(path, lineno, "<json>", reason))
         return None
+    except ValueError as exc:  # e.g. an integer beyond Python's 4,300-digit conversion limit
+        problems.append(ParseProblem(path, lineno, "<json>", f"unreadable JSON: {exc}"))
+        return None
     except RecursionError:
         problems.append(ParseProblem(path, lineno, "<json>", "invalid JSON: nested too deeply"))
         return None
