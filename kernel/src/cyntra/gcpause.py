@@ -44,6 +44,11 @@ _promoted = 0  # objects filed as old since the last full collection
 _full_after = FULL_COLLECTION_MIN
 
 
+def _live_objects() -> int:
+    """Objects the collector tracks (called right after a full collection: what it left)."""
+    return len(gc.get_objects())
+
+
 def _file_as_old() -> None:
     global _promoted, _full_after
     _promoted += max(gc.get_count()[0], 0)  # tracked objects allocated since the last collection
@@ -52,7 +57,7 @@ def _file_as_old() -> None:
     if _promoted >= _full_after:
         _promoted = 0
         gc.collect()
-        _full_after = max(FULL_COLLECTION_MIN, FULL_COLLECTION_FACTOR * len(gc.get_objects()))
+        _full_after = max(FULL_COLLECTION_MIN, FULL_COLLECTION_FACTOR * _live_objects())
 
 
 @contextlib.contextmanager
