@@ -153,7 +153,7 @@ class IssueGraph:
 
         # Topological order of the acyclic part (Kahn), level by level, then the cycles.
         self._levels: list[npt.NDArray[np.intp]] = []
-        self._tail: list[int] = []  # the part of the order found edge by edge, after the levels
+        self._tail: list[int] = []  # the part of the order found node by node, after the levels
         self.cycles: list[list[str]] = self._find_cycles()
         self.cycle_index: dict[str, int] = {
             v: c for c, members in enumerate(self.cycles) for v in members
