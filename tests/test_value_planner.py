@@ -1,4 +1,5 @@
-"""Value-aware decisions: Q(x, a) regressed on observed utilities, argmax Q among clamp-allowed plans.
+"""Value-aware decisions: Q(x, a) regressed on observed utilities (or composed from a factored head's
+pass probability and spend), argmax Q among clamp-allowed plans.
 
 A synthetic dataset where the imitation label (what was executed) and the best plan by reward
 differ: the value objective must learn the reward's argmax, the imitation objective the label.
@@ -35,8 +36,9 @@ from cyntra.strategy.urm import build_urm_strategy  # noqa: E402
 from planner_model.checkpoint import load_checkpoint  # noqa: E402
 from planner_model.config import TrainConfig  # noqa: E402
 from planner_model.data import Split  # noqa: E402
+from planner_model.decode import factored_parts, factored_q  # noqa: E402
 from planner_model.synthetic import write_synthetic_dataset  # noqa: E402
-from planner_model.train import predict_values, train, value_targets  # noqa: E402
+from planner_model.train import factored_targets, predict_values, train, value_targets  # noqa: E402
 
 TINY = {"hidden": 32, "n_heads": 2, "layers": 1, "loops": 2, "grad_loops": 1}
 SHIFT = 7  # the best plan by reward is (executed label + SHIFT) mod 20
@@ -178,3 +180,149 @@ def test_kernel_never_applies_a_plan_outside_the_clamp(value_ckpt: Path, tmp_pat
         assert rec.applied.action in allowed
         assert rec.candidate.action == rec.applied.action  # already allowed: the clamp changed nothing
         assert rec.candidate.expected_utility is not None
+
+
+# -- the factored objective: Q = pass_value·P(pass) − fail_penalty − spend ------------------------
+
+PASS_VALUE = 10.0
+
+
+def _spend(a: np.ndarray) -> np.ndarray:
+    return 1.0 + (np.asarray(a) % 5)  # plans 0, 5, 10, 15 are the cheapest
+
+
+@pytest.fixture(scope="module")
+def factored_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Plan (executed + SHIFT) passes with p 0.9, every other with p 0.1; spend 1–5 by plan."""
+    d = write_synthetic_dataset(tmp_path_factory.mktemp("fdata"), n=600, seq_len=12, min_len=4, n_noise_tokens=8,
+                                seed=4, use_tool=False)
+    rng = np.random.default_rng(1)
+    for split in ("train", "val", "test"):
+        action = np.load(d / f"{split}__action.npy")
+        n = len(action)
+        good = (action + SHIFT) % 20
+        p = np.full((n, 20), 0.1)
+        p[np.arange(n), good] = 0.9
+        passed = (rng.random((n, 20)) < p).astype(np.float32)
+        rewards = (PASS_VALUE * passed - _spend(np.arange(20))[None, :]).astype(np.float32)
+        hidden = rng.random((n, 20)) < 0.3
+        rewards[hidden] = np.nan
+        passed[hidden] = np.nan
+        np.save(d / f"{split}__action_rewards.npy", rewards)
+        np.save(d / f"{split}__action_passed.npy", passed)
+        np.save(d / f"{split}__target_action.npy", good.astype(np.int64))
+        np.save(d / f"{split}__passed.npy", np.full(n, np.nan, dtype=np.float32))
+        np.save(d / f"{split}__pass_value.npy", np.full(n, PASS_VALUE, dtype=np.float32))
+        np.save(d / f"{split}__fail_penalty.npy", np.zeros(n, dtype=np.float32))
+    meta = json.loads((d / "dataset.json").read_text())
+    meta["arrays"] += ["target_action", "action_rewards", "action_passed", "passed", "pass_value", "fail_penalty"]
+    (d / "dataset.json").write_text(json.dumps(meta))
+    return d
+
+
+@pytest.fixture(scope="module")
+def factored_ckpt(factored_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fckpt")
+    tc = TrainConfig(epochs=25, batch_size=32, lr=1e-2, seed=0, quiet=True, device="cpu", num_threads=1,
+                     extra={"objective": "factored"})
+    train(factored_data, out, tc, TINY)
+    return out
+
+
+def test_factored_targets_recover_spend_from_utility_and_gates() -> None:
+    arrays = {
+        "inputs": np.zeros((3, 3), dtype=np.int32),
+        "action": np.array([0, 1, 2]),
+        "reward": np.array([np.nan, 4.0, -3.0], dtype=np.float32),
+        "propensity": np.array([1.0, 0.1, 0.5], dtype=np.float32),
+        "passed": np.array([np.nan, 1.0, 0.0], dtype=np.float32),
+        "pass_value": np.array([10.0, 12.0, 6.0], dtype=np.float32),
+        "fail_penalty": np.array([2.0, 2.0, 2.0], dtype=np.float32),
+        "action_rewards": np.full((3, 3), np.nan, dtype=np.float32),
+        "action_passed": np.full((3, 3), np.nan, dtype=np.float32),
+    }
+    arrays["action_rewards"][0] = [5.0, -4.0, np.nan]  # pass: 10 − 2 − 3 = 5; fail: −2 − 2 = −4
+    arrays["action_passed"][0] = [1.0, 0.0, np.nan]
+    ft, fw, (shift, scale) = factored_targets(Split("train", arrays), 3, ips_clip=20.0)
+    assert ft.shape == (3, 6) and fw.shape == (3, 6)
+    assert (fw[:, :3] == fw[:, 3:]).all()
+    spend = {(0, 0): 3.0, (0, 1): 2.0, (1, 1): 12.0 - 2.0 - 4.0, (2, 2): -2.0 + 3.0}
+    assert set(zip(*np.nonzero(fw[:, :3]), strict=True)) == set(spend)
+    values = np.array(list(spend.values()))
+    assert shift == pytest.approx(values.mean()) and scale == pytest.approx(values.std())
+    for (r, a), s in spend.items():
+        assert ft[r, 3 + a] == pytest.approx((s - shift) / scale)
+    assert ft[0, 0] == 1.0 and ft[0, 1] == 0.0 and ft[1, 1] == 1.0 and ft[2, 2] == 0.0
+    assert fw[1, 1] / fw[2, 2] == pytest.approx(10.0 / 2.0)  # logged rows keep their 1/propensity weights
+    # The composition inverts it: a head that outputs the targets gives back the utilities.
+    logits = np.where(ft[:, :3] > 0.5, 30.0, -30.0)
+    q = factored_q(np.concatenate([logits, ft[:, 3:]], axis=1), arrays["pass_value"], arrays["fail_penalty"],
+                   (shift, scale))
+    assert q[0, 0] == pytest.approx(5.0) and q[0, 1] == pytest.approx(-4.0)
+    assert q[1, 1] == pytest.approx(4.0) and q[2, 2] == pytest.approx(-3.0)
+
+
+def test_factored_objective_learns_pass_probability_and_spend(factored_data: Path, factored_ckpt: Path) -> None:
+    meta = json.loads((factored_ckpt / "checkpoint.json").read_text())
+    assert meta["train_config"]["decision"] == "factored"
+    assert meta["model_config"]["value_outputs"] == 2
+    extra = meta["train_config"]["extra"]
+    loaded = load_checkpoint(factored_ckpt)
+    inputs = np.load(factored_data / "test__inputs.npy")
+    good = np.load(factored_data / "test__target_action.npy")
+    raw = predict_values(loaded.model, inputs, torch.device("cpu"))
+    assert raw.shape == (len(inputs), 40)
+    q = factored_q(raw, PASS_VALUE, 0.0, extra["spend_norm"])
+    assert (q.argmax(axis=1) == good).mean() >= 0.8
+    p_pass, _ = factored_parts(raw, extra["spend_norm"])
+    rows = np.arange(len(good))
+    assert p_pass[rows, good].mean() > 0.7 and np.delete(p_pass, good, axis=1).mean() < 0.25
+
+
+def test_factored_decision_reprices_with_the_objective(factored_ckpt: Path, tmp_path: Path) -> None:
+    """Same checkpoint, same issues: a pass worth 10 picks the likely-passing plan; a pass worth
+    almost nothing picks the cheapest allowed plan — no retraining."""
+    space = ActionSpace()
+    labels = [a.label() for a in space.actions]
+
+    def decide(value: float) -> list[str]:
+        cfg = KernelConfig.model_validate({
+            "planner": {"checkpoint": str(factored_ckpt), "device": "cpu"},
+            "objective": {"value_by_priority": {"P2": value}, "value_size_factor": {"M": 1.0},
+                          "fail_penalty": 0.0}})
+        strategy = build_urm_strategy(StrategyEnv(workspace=tmp_path, config=cfg, space=space))
+        assert strategy.describe()["decision"] == "factored"
+        ctxs = [_ctx(_issue(i, "M", "low"), space, labels) for i in range(30)]
+        decisions = strategy.decide_batch(ctxs)
+        vocab = Vocabulary(list(strategy.meta["vocab"]))
+        ids = np.stack([encode(c.extras["planner_input_model"], vocab, strategy.seq_len)[0] for c in ctxs])
+        with torch.inference_mode():
+            _, raw = strategy.model(torch.from_numpy(ids.astype(np.int64)))
+        q = factored_q(raw.numpy(), value, 0.0, strategy.spend_norm)
+        order = [a.label() for a in strategy.actions]
+        for d, row in zip(decisions, q, strict=True):
+            assert d.action.label() == order[int(row.argmax())]
+            assert d.expected_utility == pytest.approx(float(row.max()), rel=1e-4, abs=1e-4)
+        return [d.action.label() for d in decisions]
+
+    worth = decide(PASS_VALUE)
+    cheap = decide(0.01)
+    cheapest = {labels[a] for a in range(20) if a % 5 == 0}
+    assert sum(lab in cheapest for lab in cheap) >= 27
+    assert sum(lab in cheapest for lab in worth) <= 10
+
+
+def test_a_checkpoint_whose_decision_does_not_match_its_head_is_unavailable(factored_ckpt: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from cyntra.strategy.base import StrategyUnavailable
+
+    bad = tmp_path / "bad"
+    shutil.copytree(factored_ckpt, bad)
+    meta = json.loads((bad / "checkpoint.json").read_text())
+    meta["train_config"]["decision"] = "value"  # a value decision over a pass|spend head would be nonsense
+    (bad / "checkpoint.json").write_text(json.dumps(meta))
+    env = StrategyEnv(workspace=tmp_path, config=KernelConfig.model_validate(
+        {"planner": {"checkpoint": str(bad), "device": "cpu"}}), space=ActionSpace())
+    with pytest.raises(StrategyUnavailable, match="does not match its value head"):
+        build_urm_strategy(env)

@@ -22,8 +22,9 @@ import click
 @click.option("--patience", default=0, show_default=True, type=int, help="early stopping after P epochs without improvement (0 = off)")
 @click.option("--class-weights/--no-class-weights", default=False, show_default=True)
 @click.option("--value-loss-weight", default=0.0, show_default=True, type=float)
-@click.option("--objective", type=click.Choice(["imitation", "value"]), default="imitation", show_default=True,
-              help="imitation: reproduce the executed plans; value: learn each plan's utility and decide by it")
+@click.option("--objective", type=click.Choice(["imitation", "value", "factored"]), default="imitation", show_default=True,
+              help="imitation: reproduce the executed plans; value: learn each plan's utility and decide by it; "
+                   "factored: learn each plan's pass probability and spend, and decide by the objective's utility")
 @click.option("--resume", is_flag=True, help="continue from OUT/resume (optimizer, schedule and epoch included)")
 @click.option("--hidden", type=int, default=None)
 @click.option("--heads", "n_heads", type=int, default=None)

@@ -20,6 +20,7 @@ class URMConfig:
     heads: list[tuple[str, int]]  # (head name, number of classes) in label-column order
     seq_len: int = 96
     n_actions: int = 0  # > 0 adds a value head predicting a utility per action: Q(x, a)
+    value_outputs: int = 1  # outputs per action: 1 = Q(x, a); 2 = [pass logit, spend] (the factored objective)
     hidden: int = 32
     n_heads: int = 2
     layers: int = 1

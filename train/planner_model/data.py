@@ -25,7 +25,11 @@ REQUIRED_ARRAYS: dict[str, tuple[str, int]] = {  # name -> (dtype kind, ndim)
     "propensity": ("f", 1),
     "heuristic_action": ("i", 1),
 }
-OPTIONAL_ARRAYS: dict[str, tuple[str, int]] = {"target_action": ("i", 1), "action_rewards": ("f", 2)}
+OPTIONAL_ARRAYS: dict[str, tuple[str, int]] = {
+    "target_action": ("i", 1), "action_rewards": ("f", 2),
+    # the factored value objective's targets and prices (best-of-K datasets; train.py)
+    "action_passed": ("f", 2), "passed": ("f", 1), "pass_value": ("f", 1), "fail_penalty": ("f", 1),
+}
 
 
 @dataclass(frozen=True)

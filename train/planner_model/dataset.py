@@ -19,7 +19,11 @@ with a reward weight ``min(20, exp((u - median_train_u) / std_train_u) / max(pro
 (``target_action`` -1 and ``action_rewards`` NaN where a decision has no label row) — the value
 objective trains on both. ``action_rewards`` holds the executed plans' utilities plus, unless
 ``derived_rewards=False``, the rewards the label row derived for plans not executed (see
-:mod:`cyntra.planner.best_of_k`).
+:mod:`cyntra.planner.best_of_k`). With best-of-K attached the builder also writes what the
+``factored`` value objective needs: ``action_passed`` (1/0 per plan whose reward is known, NaN
+elsewhere), ``passed`` (the logged plan's gates result), and per row the objective's prices
+``pass_value`` (value of a pass + fail penalty, from the workspace's ``objective:`` and the
+issue's priority and size) and ``fail_penalty``, so that U = pass_value·passed − fail_penalty − spend.
 ``write_inputs`` also writes ``{split}__planner_inputs.jsonl`` (canonical planner_input.v1 per row,
 in row order) for audits and leakage tests. Malformed archives and ledger lines are reported per file and skipped; the build still completes.
 """
@@ -27,7 +31,6 @@ in row order) for audits and leakage tests. Malformed archives and ledger lines 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import statistics
@@ -45,6 +48,7 @@ from rich.progress import Progress
 from cyntra.clock import isoformat_z, parse_ts
 from cyntra.errors import CyntraError, InputError
 from cyntra.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from cyntra.kernel.config import ObjectiveConfig, load_config
 from cyntra.planner.action_space import ActionSpace, PlanAction
 from cyntra.planner.index import SimilarRunsIndex
 from cyntra.planner.planner_input import (
@@ -75,6 +79,7 @@ from planner_model.dataset_format import (
     head_labels,
     heads_for,
     issue_key,
+    npy_bytes,
 )
 
 MAX_PROBLEMS_LISTED = 200
@@ -92,6 +97,9 @@ class _Example:
     heuristic_action: int
     target_action: int = -1
     action_rewards: dict[int, float] = field(default_factory=dict)
+    action_passed: dict[int, float] = field(default_factory=dict)
+    pass_value: float = 0.0
+    fail_penalty: float = 0.0
     split: str = ""
     input_json: str | None = None
 
@@ -137,6 +145,16 @@ def _load_best_of_k(path: Path) -> tuple[dict[tuple[str, str], dict[str, Any]], 
     return by_time, by_attempt
 
 
+def _objective(ws: Workspace, warnings: list[str]) -> ObjectiveConfig:
+    """The workspace's ``objective:`` (the default when the config cannot be read, with a warning)."""
+    try:
+        cfg, _ = load_config(ws.config_path)
+    except CyntraError as exc:
+        warnings.append(f"objective: {exc} (default objective used for pass_value/fail_penalty)")
+        return ObjectiveConfig()
+    return cfg.objective
+
+
 def _outcome_weights(examples: list[_Example]) -> list[float]:
     train_u = [
         e.outcome.utility for e in examples if e.split == "train" and e.outcome is not None and e.outcome.utility is not None
@@ -162,12 +180,6 @@ def _action_index(space: ActionSpace, action: PlanAction | None) -> int:
         return space.index(action)
     except KeyError:
         return -1
-
-
-def _npy_bytes(arr: npt.NDArray[Any]) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
-    return buf.getvalue()
 
 
 def _read_runs(
@@ -239,6 +251,7 @@ def build_dataset(
             raise InputError(bok_path, "no best-of-k labels exist (run best-of-k collection first)")
         best_rows = _load_best_of_k(bok_path)
     label_index = {a.label(): i for i, a in enumerate(space.actions)}
+    objective = _objective(ws, warnings)
 
     decisions = sorted(ledger.decisions, key=lambda d: (epoch_us(d.timestamp), d.decision_id))
     examples: list[_Example] = []
@@ -292,6 +305,19 @@ def build_dataset(
             ex.action_rewards = {
                 label_index[k]: float(v) for k, v in rewards.items() if k in label_index and v is not None
             }
+            passed: dict[str, Any] = {}
+            if row:
+                if derived_rewards:
+                    passed.update(row.get("derived_passed") or {})
+                passed.update({str(p.get("action")): p.get("passed") for p in row.get("plans") or [] if isinstance(p, dict)})
+            ex.action_passed = {
+                label_index[k]: 1.0 if v else 0.0
+                for k, v in passed.items() if k in label_index and isinstance(v, bool) and label_index[k] in ex.action_rewards
+            }
+            feats = cands[0].issue
+            ex.fail_penalty = objective.fail_penalty
+            ex.pass_value = objective.utility(priority=feats.priority, size=feats.size, passed=True, cost_usd=0.0,
+                                              wall_minutes=0.0) + objective.fail_penalty
         examples.append(ex)
 
     # --- split (issue goes to the split of its first decision) ---
@@ -333,6 +359,10 @@ def build_dataset(
         if with_bok:
             arr["target_action"] = np.full(m, -1, dtype=np.int64)
             arr["action_rewards"] = np.full((m, len(space)), np.nan, dtype=np.float32)
+            arr["action_passed"] = np.full((m, len(space)), np.nan, dtype=np.float32)
+            arr["passed"] = np.full(m, np.nan, dtype=np.float32)
+            arr["pass_value"] = np.zeros(m, dtype=np.float32)
+            arr["fail_penalty"] = np.zeros(m, dtype=np.float32)
         dist: dict[str, Counter[str]] = {h: Counter() for h in heads}
         for r, (i, e) in enumerate(rows):
             ids, overflow = encode_tokens(e.tokens, vocab, seq_len)
@@ -358,11 +388,17 @@ def build_dataset(
                 arr["target_action"][r] = e.target_action
                 for act, u in e.action_rewards.items():
                     arr["action_rewards"][r, act] = u
+                for act, ok in e.action_passed.items():
+                    arr["action_passed"][r, act] = ok
+                if e.outcome is not None and e.outcome.utility is not None:
+                    arr["passed"][r] = 1.0 if e.outcome.gates_passed else 0.0
+                arr["pass_value"][r] = e.pass_value
+                arr["fail_penalty"][r] = e.fail_penalty
         for name in arrays_written:
             data = arr[name]
             digest.update(f"|{split}/{name}/{data.dtype.str}/{data.shape}|".encode())
             digest.update(np.ascontiguousarray(data).tobytes())
-            atomic_write_bytes(array_path(outdir, split, name), _npy_bytes(data))
+            atomic_write_bytes(array_path(outdir, split, name), npy_bytes(data))
         if write_inputs:
             atomic_write_bytes(
                 outdir / f"{split}__planner_inputs.jsonl",

@@ -9,6 +9,7 @@ max_candidates) = the column order of ``labels.npy``; ``dataset.json`` is writte
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -32,7 +33,9 @@ SPLITS: Final[tuple[str, ...]] = ("train", "val", "test")
 ARRAYS: Final[tuple[str, ...]] = (
     "inputs", "labels", "weights", "action", "reward", "propensity", "heuristic_action", "issue_key", "time",
 )
-BEST_OF_K_ARRAYS: Final[tuple[str, ...]] = ("target_action", "action_rewards")
+BEST_OF_K_ARRAYS: Final[tuple[str, ...]] = (
+    "target_action", "action_rewards", "action_passed", "passed", "pass_value", "fail_penalty",
+)
 LabelMode = Literal["executed", "best-of-k", "outcome"]
 LABEL_MODES: Final[tuple[str, ...]] = ("executed", "best-of-k", "outcome")
 DEFAULT_SEQ_LEN: Final = 96
@@ -81,6 +84,13 @@ def head_labels(action: PlanAction, heads: dict[str, list[Any]]) -> list[int]:
 def issue_key(issue_id: str) -> int:
     """A stable non-negative int64 per issue id (first 8 bytes of sha256, top bit cleared)."""
     return int.from_bytes(hashlib.sha256(issue_id.encode("utf-8")).digest()[:8], "big") & ((1 << 63) - 1)
+
+
+def npy_bytes(arr: npt.NDArray[Any]) -> bytes:
+    """An array as ``.npy`` file bytes (contiguous, no pickle), for atomic writes."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
 
 
 def array_path(directory: str | Path, split: str, name: str) -> Path:

@@ -108,3 +108,28 @@ def fast_decode(
     joint = joint_log_probs(head_logits, table, temperature, allowed)
     best = joint.argmax(axis=1)
     return best, np.exp(joint[np.arange(len(best)), best])
+
+
+def factored_parts(raw_values: np.ndarray, spend_norm: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(P(pass) [N, A], spend [N, A]) from a factored value head's raw outputs [N, 2A] (pass logit | spend z)."""
+    raw = np.asarray(raw_values, dtype=np.float64)
+    a = raw.shape[1] // 2
+    p_pass = 1.0 / (1.0 + np.exp(-np.clip(raw[:, :a], -60.0, 60.0)))
+    spend = raw[:, a:] * float(spend_norm[1]) + float(spend_norm[0])
+    return p_pass, spend
+
+
+def factored_q(
+    raw_values: np.ndarray, pass_value: np.ndarray | float, fail_penalty: np.ndarray | float,
+    spend_norm: Sequence[float],
+) -> np.ndarray:
+    """Expected utility [N, A] from a factored value head's raw outputs [N, 2A] (pass logit | spend z).
+
+    Q(x, a) = pass_value·P(pass | x, a) − fail_penalty − spend(x, a), with ``pass_value`` (value of a
+    pass + fail penalty) and ``fail_penalty`` per row, or scalars, taken from the objective.
+    """
+    p_pass, spend = factored_parts(raw_values, spend_norm)
+    pv = np.asarray(pass_value, dtype=np.float64).reshape(-1, 1)
+    fp = np.asarray(fail_penalty, dtype=np.float64).reshape(-1, 1)
+    q: np.ndarray = pv * p_pass - fp - spend
+    return q

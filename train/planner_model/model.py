@@ -133,7 +133,7 @@ class URM(nn.Module):
         self.embed_scale = math.sqrt(cfg.hidden)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.heads = nn.ModuleDict({name: nn.Linear(cfg.hidden, n) for name, n in cfg.heads})
-        self.value = nn.Linear(cfg.hidden, cfg.n_actions) if cfg.n_actions > 0 else None
+        self.value = nn.Linear(cfg.hidden, cfg.n_actions * cfg.value_outputs) if cfg.n_actions > 0 else None
         self.rope: Tensor
         rope = rotary_table(cfg.seq_len, cfg.hidden // cfg.n_heads, cfg.rope_base)
         self.register_buffer("rope", rope, persistent=False)
@@ -203,5 +203,5 @@ def flops_per_example(cfg: URMConfig, seq_len: int | None = None) -> int:
         + 2 * n * inner * cfg.conv_kernel  # depthwise conv
         + 2 * n * inner * d  # down
     )
-    heads = 2 * d * (sum(n for _, n in cfg.heads) + cfg.n_actions)
+    heads = 2 * d * (sum(n for _, n in cfg.heads) + cfg.n_actions * cfg.value_outputs)
     return per_block * cfg.layers * cfg.loops + heads

@@ -22,20 +22,13 @@ from cyntra.planner.action_space import (
     ActionSpace,
     SwarmType,
 )
+from planner_model.dataset_format import npy_bytes
 
 SPECIALS = ["<PAD>", "<UNK>", "<CLS>", "<SEP>"]
 SIZES = ["size=XS", "size=S", "size=M", "size=L", "size=XL"]
 RISKS = ["risk=low", "risk=medium", "risk=high"]
 TOOLS = ["tool=codex", "tool=claude", "tool=opencode", "tool=crush"]
 SPLITS = ("train", "val", "test")
-
-
-def _npy_bytes(arr: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    return buf.getvalue()
 
 
 def write_synthetic_dataset(
@@ -116,7 +109,7 @@ def write_synthetic_dataset(
     for split in SPLITS:
         lo, hi = bounds[split]
         for name, arr in arrays_all.items():
-            data = _npy_bytes(np.ascontiguousarray(arr[lo:hi]))
+            data = npy_bytes(np.ascontiguousarray(arr[lo:hi]))
             atomic_write_bytes(out / f"{split}__{name}.npy", data)
             digest.update(f"{split}__{name}".encode())
             digest.update(data)

@@ -19,6 +19,14 @@ Two objectives (``tc.extra["objective"]``):
   the one with the lowest validation value loss. The strategy then picks argmax Q among the
   plans the clamp allows. ``tc.extra["relative_weight"]`` (default 0) adds a within-decision
   centred term to the value loss (see :func:`value_loss`).
+* ``factored`` — the objective's own structure, U = pass_value·passed − fail_penalty − spend
+  (``pass_value`` = value of a pass + fail penalty, known per issue from the workspace's
+  ``objective:``; ``spend`` = agents' cost + the price of waiting): the value head has two outputs
+  per action, a pass logit (binary cross-entropy on the observed gates result) and the spend
+  (MSE, standardised), on the same observed plans and weights as ``value``. Q is composed at
+  decision time (:func:`planner_model.decode.factored_q`), so the network never has to learn the
+  product of an issue's worth and its pass probability from noisy utilities. The best epoch is the
+  one whose composed Q predicts the observed validation utilities best.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +127,7 @@ def class_weight_tensors(train: Split, info: DatasetInfo, device: torch.device) 
     return out
 
 
-OBJECTIVES = ("imitation", "value")
+OBJECTIVES = ("imitation", "value", "factored")
 
 
 def objective_of(tc: TrainConfig) -> str:
@@ -128,15 +137,15 @@ def objective_of(tc: TrainConfig) -> str:
     return obj
 
 
-def value_targets(split: Split, n_actions: int, ips_clip: float,
-                  norm: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
-    """Standardised Q targets [N, A] (0 where unobserved) and their weights [N, A] (0 = unobserved).
+def observed_plans(split: Split, n_actions: int, ips_clip: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Observed utilities [N, A], gates results [N, A] (NaN where unknown) and weights [N, A] (0 = unobserved).
 
     Best-of-K ``action_rewards`` count 1 each; an executed plan's reward not already covered by
     them counts ``min(ips_clip, 1/propensity)`` rescaled so the logged weights average 1.
     """
     n = len(split)
     target = np.full((n, n_actions), np.nan, dtype=np.float64)
+    passed = np.full((n, n_actions), np.nan, dtype=np.float64)
     weight = np.zeros((n, n_actions), dtype=np.float64)
     ar = split.get("action_rewards")
     if ar is not None and ar.shape[1] == n_actions:
@@ -144,6 +153,9 @@ def value_targets(split: Split, n_actions: int, ips_clip: float,
         seen = np.isfinite(arr)
         target[seen] = arr[seen]
         weight[seen] = 1.0
+        ap = split.get("action_passed")
+        if ap is not None and ap.shape == ar.shape:
+            passed[seen] = np.asarray(ap, dtype=np.float64)[seen]
     action = np.asarray(split["action"], dtype=np.int64)
     reward = np.asarray(split["reward"], dtype=np.float64)
     prop = np.asarray(split["propensity"], dtype=np.float64)
@@ -154,6 +166,16 @@ def value_targets(split: Split, n_actions: int, ips_clip: float,
         w = w / w.mean()
         target[rows, action[rows]] = reward[rows]
         weight[rows, action[rows]] = w
+        logged = split.get("passed")
+        if logged is not None:
+            passed[rows, action[rows]] = np.asarray(logged, dtype=np.float64)[rows]
+    return target, passed, weight
+
+
+def value_targets(split: Split, n_actions: int, ips_clip: float,
+                  norm: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Standardised Q targets [N, A] (0 where unobserved) and their weights [N, A] (0 = unobserved)."""
+    target, _, weight = observed_plans(split, n_actions, ips_clip)
     observed = weight > 0
     if norm is None:
         vals = target[observed]
@@ -162,6 +184,56 @@ def value_targets(split: Split, n_actions: int, ips_clip: float,
         norm = (shift, scale if scale > 1e-6 else 1.0)
     z = np.where(observed, (np.nan_to_num(target) - norm[0]) / norm[1], 0.0)
     return z.astype(np.float32), weight.astype(np.float32), norm
+
+
+def factored_targets(split: Split, n_actions: int, ips_clip: float, norm: tuple[float, float] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Targets [N, 2A] — gates result (0/1) | standardised spend — and weights [N, 2A] (0 = unobserved).
+
+    spend = pass_value·passed − fail_penalty − U, what the plan cost in the objective's units; only
+    plans whose gates result is known count.
+    """
+    if "pass_value" not in split.arrays or "fail_penalty" not in split.arrays:
+        raise ValueError("the factored objective needs pass_value/fail_penalty arrays (build the dataset with best-of-K attached)")
+    utility, passed, weight = observed_plans(split, n_actions, ips_clip)
+    weight = np.where(np.isfinite(passed), weight, 0.0)
+    observed = weight > 0
+    pv = np.asarray(split["pass_value"], dtype=np.float64)[:, None]
+    fp = np.asarray(split["fail_penalty"], dtype=np.float64)[:, None]
+    spend = np.where(observed, pv * np.nan_to_num(passed) - fp - np.nan_to_num(utility), 0.0)
+    if norm is None:
+        vals = spend[observed]
+        shift = float(vals.mean()) if vals.size else 0.0
+        scale = float(vals.std()) if vals.size > 1 else 1.0
+        norm = (shift, scale if scale > 1e-6 else 1.0)
+    z = np.where(observed, (spend - norm[0]) / norm[1], 0.0)
+    target = np.concatenate([np.where(observed, np.nan_to_num(passed), 0.0), z], axis=1)
+    return target.astype(np.float32), np.concatenate([weight, weight], axis=1).astype(np.float32), norm
+
+
+def factored_loss(values: Tensor, batch: dict[str, Tensor]) -> Tensor:
+    """Weighted binary cross-entropy of the pass logits + weighted MSE of the standardised spend."""
+    a = values.shape[1] // 2
+    w = batch["value_weight"][:, :a]
+    t = batch["value_target"]
+    v = values.float()
+    bce = F.binary_cross_entropy_with_logits(v[:, :a], t[:, :a], reduction="none")
+    mse = (v[:, a:] - t[:, a:]) ** 2
+    return (w * (bce + mse)).sum() / w.sum().clamp_min(1e-8)
+
+
+def val_factored_loss(model: URM, split: Split, n_actions: int, ips_clip: float, spend_norm: tuple[float, float],
+                      utility_scale: float, device: torch.device) -> float:
+    """Weighted MSE of the composed Q against the observed utilities, in units of the train utilities' std."""
+    from planner_model.decode import factored_q
+
+    utility, _, weight = observed_plans(split, n_actions, ips_clip)
+    if float(weight.sum()) <= 0:
+        return float("nan")
+    q = factored_q(predict_values(model, split["inputs"], device), np.asarray(split["pass_value"]),
+                   np.asarray(split["fail_penalty"]), spend_norm)
+    err = np.where(weight > 0, (q - np.nan_to_num(utility)) / utility_scale, 0.0)
+    return float((weight * err**2).sum() / weight.sum())
 
 
 def _with_values(dataset: Any, vt: np.ndarray, vw: np.ndarray) -> Any:
@@ -227,7 +299,9 @@ def compute_loss(
         ce = F.cross_entropy(head_logits.float(), labels[:, h], weight=cw, ignore_index=-1, reduction="none")
         valid = (labels[:, h] >= 0).float()
         total = total + (ce * weights).sum() / (weights * valid).sum().clamp_min(1e-8)
-    if values is not None and "value_target" in batch:
+    if values is not None and "value_target" in batch and objective_of(tc) == "factored":
+        total = total + max(tc.value_loss_weight, 0.0) * factored_loss(values, batch)
+    elif values is not None and "value_target" in batch:
         rel = float(tc.extra.get("relative_weight", 0.0))
         total = total + max(tc.value_loss_weight, 0.0) * value_loss(values, batch, rel)
     elif values is not None and tc.value_loss_weight > 0:
@@ -259,7 +333,7 @@ def predict_logits(model: URM, inputs: np.ndarray, device: torch.device, batch_s
 
 @torch.no_grad()
 def predict_values(model: URM, inputs: np.ndarray, device: torch.device, batch_size: int = 1024) -> np.ndarray:
-    """Value-head outputs [N, n_actions] (standardised units) for a whole split."""
+    """Value-head outputs [N, n_actions × value_outputs] (standardised units) for a whole split."""
     model.eval()
     out: list[np.ndarray] = []
     for lo in range(0, len(inputs), batch_size):
@@ -268,7 +342,7 @@ def predict_values(model: URM, inputs: np.ndarray, device: torch.device, batch_s
         if values is None:
             raise ValueError("the model has no value head")
         out.append(values.float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.cfg.n_actions), dtype=np.float32)
+    return np.concatenate(out) if out else np.zeros((0, model.cfg.n_actions * model.cfg.value_outputs), dtype=np.float32)
 
 
 def val_value_loss(model: URM, inputs: np.ndarray, targets: tuple[np.ndarray, np.ndarray], device: torch.device,
@@ -381,9 +455,10 @@ def train(
         raise ValueError(f"{data_dir}: the train split is empty")
 
     objective = objective_of(tc)
-    if objective == "value":  # a copy: the value normalisation is recorded in tc.extra
+    if objective in ("value", "factored"):  # a copy: the value normalisation is recorded in tc.extra
         tc = TrainConfig.from_dict({**tc.to_dict(), "value_loss_weight": tc.value_loss_weight if tc.value_loss_weight > 0 else 1.0})
-    cfg_dict: dict[str, Any] = {"vocab_size": info.vocab_size, "heads": info.head_sizes, "seq_len": info.seq_len, "n_actions": len(info.actions)}
+    cfg_dict: dict[str, Any] = {"vocab_size": info.vocab_size, "heads": info.head_sizes, "seq_len": info.seq_len, "n_actions": len(info.actions),
+                                "value_outputs": 2 if objective == "factored" else 1}
     cfg_dict.update(model_overrides or {})
     resume_dir = out / "resume"
     state: dict[str, Any] = {}
@@ -427,7 +502,24 @@ def train(
 
     dataset = batched_dataset(train_split)
     val_values: tuple[np.ndarray, np.ndarray] | None = None
-    if objective == "value":
+    val_metric: Callable[[URM], float] | None = None
+    if objective == "factored":
+        clip = float(tc.extra.get("ips_clip", 20.0))
+        stored = tc.extra.get("spend_norm")
+        ft, fw, fnorm = factored_targets(train_split, len(info.actions), clip, tuple(stored) if stored else None)  # type: ignore[arg-type]
+        if not (fw > 0).any():
+            raise ValueError(f"{data_dir}: the factored objective needs rewards with gates results (best-of-K labels)")
+        tc.extra["spend_norm"] = [fnorm[0], fnorm[1]]
+        if "utility_scale" not in tc.extra:
+            _, _, unorm = value_targets(train_split, len(info.actions), clip)
+            tc.extra["utility_scale"] = unorm[1]
+        dataset = _with_values(dataset, ft, fw)
+        if len(val_split):
+            uscale = float(tc.extra["utility_scale"])
+
+            def val_metric(m: URM) -> float:
+                return val_factored_loss(m, val_split, len(info.actions), clip, fnorm, uscale, device)
+    elif objective == "value":
         clip = float(tc.extra.get("ips_clip", 20.0))
         stored = tc.extra.get("value_norm")
         vt, vw, norm = value_targets(train_split, len(info.actions), clip,
@@ -502,7 +594,9 @@ def train(
             if ema is not None:
                 model.load_state_dict({k: v.to(live[k].dtype) for k, v in ema.shadow.items()})
             ev: dict[str, Any] = evaluate_split(model, val_split, table, device) if len(val_split) else {"loss": float("nan"), "acc": {}, "exact_match": float("nan")}
-            if val_values is not None:
+            if val_metric is not None:
+                ev["value_loss"] = val_metric(model)
+            elif val_values is not None:
                 ev["value_loss"] = val_value_loss(model, val_split["inputs"], val_values, device,
                                                   float(tc.extra.get("relative_weight", 0.0)))
             eval_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

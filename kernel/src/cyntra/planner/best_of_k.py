@@ -24,7 +24,8 @@ pass). Assuming a toolchain's attempt does not depend on which plan launched it 
 budget truncates it, an attempt that finished in ``d`` minutes is the same under any budget
 ``≥ d`` and a timeout under any budget ``< d``. In the simulator this is exact (common random
 numbers); with real agents it is one sample of the same distribution. Only plans every needed
-attempt of which is determined get a derived reward.
+attempt of which is determined get a derived reward; ``derived_passed`` holds whether each of
+them passed its gates (the ``factored`` value objective learns the pass probability from it).
 
 ``--budget`` caps the simulated (or real) spend: before an issue's plans run, their worst-case
 cost (each candidate at its full budget, at the highest price per minute seen in the history)
@@ -116,6 +117,7 @@ class BestOfKLabel(BaseModel):
     target_action: str
     action_rewards: dict[str, float]
     derived_rewards: dict[str, float] = Field(default_factory=dict)
+    derived_passed: dict[str, bool] = Field(default_factory=dict)  # gates result of each derived plan
     plans: list[PlanRun]
 
 
@@ -458,6 +460,7 @@ def collect_best_of_k(
             attempts = attempts_from(runs, budget_of)
             executed = {r.action for r in runs}
             derived: dict[str, float] = {}
+            derived_passed: dict[str, bool] = {}
             for a in allowed:
                 if a.label() in executed:
                     continue
@@ -466,11 +469,13 @@ def collect_best_of_k(
                     u = config.objective.utility(priority=issue.dk_priority, size=issue.dk_size, passed=res[0],
                                                  cost_usd=res[1], wall_minutes=res[2])
                     derived[a.label()] = round(u, 6)
+                    derived_passed[a.label()] = res[0]
             winner = best_run(runs)
             label = BestOfKLabel(
                 issue_id=issue.id, attempt=issue.dk_attempts, decision_time=isoformat_z(h.time),
                 decision_id=h.record.decision_id, heuristic_action=heur.label(), target_action=winner.action,
-                action_rewards={r.action: r.utility for r in runs}, derived_rewards=derived, plans=runs,
+                action_rewards={r.action: r.utility for r in runs}, derived_rewards=derived,
+                derived_passed=derived_passed, plans=runs,
             )
             append_jsonl(out_path, label.model_dump(mode="json"))
             report.decisions_labelled += 1

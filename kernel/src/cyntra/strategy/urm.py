@@ -13,7 +13,12 @@ Two ways to decide, chosen by the checkpoint (``decision`` in its train config):
 * ``value`` — the plan with the highest predicted utility among allowed plans (value head,
   trained with ``objective: value``; its standardised outputs are mapped back to utility units
   with the ``value_norm`` the checkpoint recorded); the confidence is the calibrated classifier
-  probability of the chosen plan, so the policy's ``min_confidence`` keeps its meaning.
+  probability of the chosen plan, so the policy's ``min_confidence`` keeps its meaning;
+* ``factored`` — the same argmax over allowed plans, with Q composed from the objective:
+  pass_value·P(pass) − fail_penalty − spend, where the model predicts P(pass) and the spend
+  (objective ``factored``) and pass_value/fail_penalty come from the workspace's ``objective:``
+  and the issue's priority and size. A change of the objective's prices moves the decision
+  without retraining.
 
 The allowed set is ``extras["allowed_actions"]`` when the kernel passes it; otherwise the
 strategy builds the workspace's clamp itself (same policy file and universe limits as the
@@ -30,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from cyntra.kernel.config import ObjectiveConfig
 from cyntra.kernel.plan import TraceStep
 from cyntra.planner.action_space import ACTION_FIELDS, ActionSpace
 from cyntra.planner.tokenizer import Vocabulary, encode
@@ -60,10 +66,13 @@ def resolve_device(requested: str) -> str:
 class URMStrategy(BaseStrategy):
     name = "urm"
 
-    def __init__(self, loaded: Any, space: ActionSpace, device: str, clamp: Any = None) -> None:
-        from planner_model.decode import joint_log_probs
+    def __init__(self, loaded: Any, space: ActionSpace, device: str, clamp: Any = None,
+                 objective: ObjectiveConfig | None = None) -> None:
+        from planner_model.decode import factored_q, joint_log_probs
 
         self._joint = joint_log_probs
+        self._factored_q = factored_q
+        self.objective = objective or ObjectiveConfig()
         self.loaded = loaded
         self.model = loaded.model
         self.meta: dict[str, Any] = loaded.meta
@@ -82,10 +91,16 @@ class URMStrategy(BaseStrategy):
         self.temperature = float(loaded.temperature)
         train_config = self.meta.get("train_config") or {}
         self.decision_mode = str(train_config.get("decision", "imitation"))
-        if self.decision_mode == "value" and getattr(self.model, "value", None) is None:
+        if self.decision_mode in ("value", "factored") and getattr(self.model, "value", None) is None:
             self.decision_mode = "imitation"
-        norm = (train_config.get("extra") or {}).get("value_norm") or [0.0, 1.0]
+        factored_head = int(getattr(loaded.config, "value_outputs", 1)) == 2
+        if (self.decision_mode == "factored") != factored_head and getattr(self.model, "value", None) is not None:
+            raise StrategyUnavailable(f"checkpoint decision {self.decision_mode!r} does not match its value head "
+                                      f"({'pass|spend' if factored_head else 'one output'} per action)")
+        extra = train_config.get("extra") or {}
+        norm = extra.get("value_norm") or [0.0, 1.0]
         self.value_shift, self.value_scale = float(norm[0]), float(norm[1])
+        self.spend_norm = [float(x) for x in (extra.get("spend_norm") or [0.0, 1.0])]
         self.clamp = clamp
         # Small CPU batches run on the numpy forward (same outputs; a test checks it): at batch
         # 1-2 torch's per-op dispatch is most of the latency. Larger batches and CUDA use torch.
@@ -145,8 +160,15 @@ class URMStrategy(BaseStrategy):
             ids[i] = row
             truncated.append(cut)
         head_logits, raw_values = self._forward(ids)
-        value_arr = (raw_values.astype(np.float64) * self.value_scale + self.value_shift
-                     if raw_values is not None else None)
+        value_arr: np.ndarray[Any, Any] | None = None
+        if raw_values is not None and self.decision_mode == "factored":
+            obj = self.objective
+            pass_value = np.asarray([
+                obj.utility(priority=c.issue.dk_priority, size=c.issue.dk_size, passed=True, cost_usd=0.0,
+                            wall_minutes=0.0) + obj.fail_penalty for c in ctxs])
+            value_arr = self._factored_q(raw_values, pass_value, obj.fail_penalty, self.spend_norm)
+        elif raw_values is not None:
+            value_arr = raw_values.astype(np.float64) * self.value_scale + self.value_shift
         for arr in head_logits:
             if not np.isfinite(arr).all():
                 raise FloatingPointError("model produced non-finite logits")
@@ -161,7 +183,7 @@ class URMStrategy(BaseStrategy):
         joint = self._joint(head_logits, self.table, self.temperature, allowed)
         out: list[StrategyDecision] = []
         for i in range(len(ctxs)):
-            if self.decision_mode == "value" and value_arr is not None:
+            if self.decision_mode in ("value", "factored") and value_arr is not None:
                 q = np.where(allowed[i], value_arr[i], -np.inf)
                 best = int(np.argmax(q))
                 eu: float | None = float(value_arr[i, best])
@@ -214,7 +236,7 @@ def build_urm_strategy(env: StrategyEnv) -> URMStrategy:
         raise StrategyUnavailable(f"checkpoint refused: {exc.reason if hasattr(exc, 'reason') else exc}") from None
     except Exception as exc:  # a checkpoint must never stop the kernel
         raise StrategyUnavailable(f"checkpoint unreadable: {type(exc).__name__}: {exc}") from None
-    strategy = URMStrategy(loaded, env.space, device, clamp=_clamp_for(env))
+    strategy = URMStrategy(loaded, env.space, device, clamp=_clamp_for(env), objective=env.config.objective)
     strategy.warm_up()
     return strategy
 
