@@ -60,7 +60,10 @@ def _check(out: Path, result: BenchmarkResult, n_history: int) -> None:
         if name != "heuristic":
             assert all(d.applied.source == "candidate" for d in new)
     assert result.best_of_k["decisions_labelled"] > 0 and result.dataset["with_action_rewards"] > 0
-    assert result.training["urm-outcome"]["objective"] == "value"
+    assert result.training["urm-outcome"]["objective"] == "factored"
+    assert result.ope_folds == 3  # the learned strategies' OPE is cross-fitted
+    for name in ("urm-imitation", "urm-outcome"):
+        assert all((out / "crossfit" / "ckpt" / f"{name}-fold{f}" / "checkpoint.json").is_file() for f in range(3))
     assert set(result.target) >= {"met", "regret_ratio", "intervals_apart", "slices_worse"}
 
 

@@ -8,9 +8,14 @@ On a fresh sim workspace (one population of ``issues + eval_issues`` arrivals):
    plans each through the kernel;
 3. **dataset** — one leakage-safe dataset (executed labels, best-of-K rewards attached);
 4. **training** — ``urm-imitation`` (heads imitate the executed plans) and ``urm-outcome``
-   (value head regressed on outcomes, decides argmax Q among clamp-allowed plans);
+   (objective ``factored`` by default: pass probability and spend per plan, Q composed with the
+   workspace's objective; ``value``: Q regressed on utilities), which decides argmax Q among
+   clamp-allowed plans;
 5. **OPE** — IPS/SNIPS/DR estimates (:mod:`cyntra.strategy.ope`) of each strategy's utility from
-   the history ledger, made BEFORE any held-out issue runs;
+   the history ledger, made BEFORE any held-out issue runs; a learned strategy's choices are
+   cross-fitted (``ope_folds`` folds by issue, :mod:`planner_model.crossfit`): each history
+   decision is scored by a model of the same recipe trained without that issue, since a model
+   scored on its own training decisions looks better than it is;
 6. **held-out evaluation** — the later ``eval_issues`` arrivals (new issues after the history
    window; dependencies on history issues dropped) run under each strategy in its own copy of
    the workspace (same history, same seeds: a paired comparison), without exploration, and are
@@ -104,6 +109,7 @@ class BenchmarkResult(BaseModel):
     rows: list[StrategyRow]
     slices: list[SliceRow]
     ope: list[OPERow]
+    ope_folds: int = 0  # ≥ 2: the learned strategies' OPE choices are cross-fitted on that many folds
     paired_regret_vs_heuristic: dict[str, Interval | None] = Field(default_factory=dict)
     target: dict[str, Any] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
@@ -231,13 +237,13 @@ def _paired(base: list[DecisionEval], other: list[DecisionEval]) -> Interval | N
 
 
 def _model_choices(ckpt: Path, data_dir: Path, allowed_of: Callable[[int, int], list[str] | None],
-                   space_labels: list[str]) -> dict[tuple[int, int], str]:
-    """(issue_key, time_ms) → the plan a checkpoint picks for that history row (allowed plans only)."""
+                   space_labels: list[str], splits: Sequence[str] = ("train", "val", "test")) -> dict[tuple[int, int], str]:
+    """(issue_key, time_ms) → the plan a checkpoint picks for the rows of ``splits`` (allowed plans only)."""
     import torch
 
     from planner_model.checkpoint import load_checkpoint
     from planner_model.data import load_dataset_info, load_split
-    from planner_model.decode import joint_log_probs
+    from planner_model.decode import factored_q, joint_log_probs
 
     loaded = load_checkpoint(ckpt, expected_actions=space_labels, device="cpu")
     tc = loaded.meta.get("train_config") or {}
@@ -247,7 +253,7 @@ def _model_choices(ckpt: Path, data_dir: Path, allowed_of: Callable[[int, int], 
 
     table = action_table(info)
     out: dict[tuple[int, int], str] = {}
-    for split in ("train", "val", "test"):
+    for split in splits:
         sp = load_split(info, split)
         if len(sp) == 0:
             continue
@@ -261,7 +267,12 @@ def _model_choices(ckpt: Path, data_dir: Path, allowed_of: Callable[[int, int], 
             labels = allowed_of(int(keys[i]), int(times[i]))
             if labels is not None:
                 allowed[i] = [a in set(labels) for a in info.actions]
-        if decision == "value" and values is not None:
+        if decision == "factored" and values is not None:
+            extra = tc.get("extra") or {}
+            q_all = factored_q(values.float().numpy(), np.asarray(sp["pass_value"]), np.asarray(sp["fail_penalty"]),
+                               extra.get("spend_norm") or [0.0, 1.0])
+            best = np.where(allowed, q_all, -np.inf).argmax(axis=1)
+        elif decision == "value" and values is not None:
             q = np.where(allowed, values.float().numpy(), -np.inf)
             best = q.argmax(axis=1)
         else:
@@ -271,8 +282,12 @@ def _model_choices(ckpt: Path, data_dir: Path, allowed_of: Callable[[int, int], 
     return out
 
 
-def _ope(session: Any, data_dir: Path, ckpts: dict[str, Path], seed: int) -> dict[str, Any]:
-    """OPE results per strategy from the history ledger (None where the module is absent)."""
+def _ope(session: Any, data_dir: Path, ckpts: dict[str, Path | list[tuple[Path, Path]]], seed: int) -> dict[str, Any]:
+    """OPE results per strategy from the history ledger (None where the module is absent).
+
+    ``ckpts`` maps a strategy to its checkpoint (choices on every history row), or to cross-fitted
+    ``(fold checkpoint, fold dataset)`` pairs (each fold's choices on its held-out rows only).
+    """
     try:
         from cyntra.strategy import ope
     except ImportError:
@@ -299,8 +314,17 @@ def _ope(session: Any, data_dir: Path, ckpts: dict[str, Path], seed: int) -> dic
         return allowed_cache[issue_id]
 
     by_key = {issue_key(i): i for i in issues}
-    choices = {name: _model_choices(path, data_dir, lambda k, t: allowed(by_key[k]) if k in by_key else None, labels)
-               for name, path in ckpts.items()}
+    def allowed_of(k: int, _t: int) -> list[str] | None:
+        return allowed(by_key[k]) if k in by_key else None
+
+    choices: dict[str, dict[tuple[int, int], str]] = {}
+    for name, ref in ckpts.items():
+        if isinstance(ref, Path):
+            choices[name] = _model_choices(ref, data_dir, allowed_of, labels)
+        else:
+            choices[name] = {}
+            for fold_ckpt, fold_data in ref:
+                choices[name].update(_model_choices(fold_ckpt, fold_data, allowed_of, labels, splits=("test",)))
     rows: list[Any] = []
     targets: dict[str, list[int]] = {name: [] for name in ("heuristic", *ckpts)}
     for j in joined:
@@ -349,6 +373,8 @@ def run_benchmark(
     epochs: int | None = None,
     quick: bool = False,
     model: dict[str, Any] | None = None,
+    outcome_objective: str = "factored",
+    ope_folds: int = 3,
     echo: Callable[[str], None] | None = None,
 ) -> BenchmarkResult:
     """Run the pipeline in ``out`` (history/, eval/<strategy>/, data/, ckpt/) and write the reports."""
@@ -414,20 +440,37 @@ def run_benchmark(
     t = time.perf_counter()
     ckpts = {"urm-imitation": root / "ckpt" / "imitation", "urm-outcome": root / "ckpt" / "outcome"}
     training: dict[str, Any] = {}
-    for name, objective in (("urm-imitation", "imitation"), ("urm-outcome", "value")):
-        tc = TrainConfig(epochs=n_epochs, batch_size=64, lr=3e-3, seed=seed, quiet=True, device="cpu",
-                         num_threads=1, extra={"objective": objective})
+    objectives = {"urm-imitation": "imitation", "urm-outcome": outcome_objective}
+
+    def recipe(objective: str) -> TrainConfig:
+        return TrainConfig(epochs=n_epochs, batch_size=64, lr=3e-3, seed=seed, quiet=True, device="cpu",
+                           num_threads=1, extra={"objective": objective})
+
+    for name, objective in objectives.items():
         t1 = time.perf_counter()
-        res = train(data, ckpts[name], tc, overrides)
+        res = train(data, ckpts[name], recipe(objective), overrides)
         training[name] = {"objective": objective, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
                           "best": res.best_metrics, "seconds": round(time.perf_counter() - t1, 2)}
     timings["training"] = time.perf_counter() - t
     say(f"trained {', '.join(training)} ({n_epochs} epochs) in {timings['training']:.1f}s")
 
-    # 5. OPE from the history ledger, before any held-out issue runs.
+    # 5. OPE from the history ledger, before any held-out issue runs (learned strategies cross-fitted).
     t = time.perf_counter()
+    ope_refs: dict[str, Path | list[tuple[Path, Path]]] = dict(ckpts)
+    if ope_folds >= 2:
+        from planner_model.crossfit import write_folds
+
+        folds = write_folds(data, root / "crossfit" / "data", ope_folds)
+        for name, objective in objectives.items():
+            pairs = []
+            for f, fold_data in enumerate(folds):
+                fold_ckpt = root / "crossfit" / "ckpt" / f"{name}-fold{f}"
+                train(fold_data, fold_ckpt, recipe(objective), overrides)
+                pairs.append((fold_ckpt, fold_data))
+            ope_refs[name] = pairs
+        say(f"cross-fitted {', '.join(objectives)} on {ope_folds} folds for OPE")
     hsession = KernelSession.open(hist)
-    ope_results = _ope(hsession, data, ckpts, seed)
+    ope_results = _ope(hsession, data, ope_refs, seed)
     timings["ope"] = time.perf_counter() - t
 
     # 6. held-out evaluation, one copy of the history per strategy.
@@ -485,7 +528,7 @@ def run_benchmark(
         best_of_k=bok.model_dump(mode="json"),
         dataset={"dir": str(data), "splits": ds.meta.splits, "dataset_sha256": ds.meta.dataset_sha256,
                  "with_action_rewards": _count_rewards(data)},
-        training=training, rows=table, slices=slices, ope=ope_rows,
+        training=training, rows=table, slices=slices, ope=ope_rows, ope_folds=ope_folds if ope_folds >= 2 else 0,
         paired_regret_vs_heuristic={n: _paired(evals["heuristic"], evals[n]) for n in STRATEGIES[1:]},
     )
     result.target = target_check(result)
@@ -544,7 +587,7 @@ def render_markdown(r: BenchmarkResult) -> str:
         f"History {r.history_issues} issues (heuristic, ε={r.epsilon}); best-of-{r.k} on "
         f"{r.best_of_k.get('decisions_labelled')} decisions ({r.best_of_k.get('plans_run')} plans, "
         f"{r.best_of_k.get('derived_rewards')} derived rewards); held-out {r.eval_issues} later issues"
-        + (" (quick)" if r.quick else "") + ".",
+        + (" (quick)" if r.quick else "") + f"; urm-outcome objective `{r.training.get('urm-outcome', {}).get('objective')}`.",
         "",
         "Intervals: 95% percentile bootstrap over decisions (oracle: over held-out issues, expected values).",
         "",
@@ -572,6 +615,9 @@ def render_markdown(r: BenchmarkResult) -> str:
             cells.append(f"{_iv(s.regret)} (n={s.n})" if s is not None else "-")
         lines.append(f"| {dim}={val} | " + " | ".join(cells) + " |")
     lines += ["", "## Off-policy estimates from the history (made before the held-out run)", "",
+              (f"Learned strategies are cross-fitted: each history decision is scored by a model of the same "
+               f"recipe trained on the other {r.ope_folds - 1} of {r.ope_folds} folds of issues." if r.ope_folds
+               else "Learned strategies are scored in-sample (on the decisions they were trained on)."), "",
               "| strategy | method | estimate [95%] | ESS | matches | realised held-out | inside? |",
               "|---|---|---|---:|---:|---|---|"]
     for o in r.ope:
@@ -597,16 +643,22 @@ def render_markdown(r: BenchmarkResult) -> str:
 @click.option("--epsilon", type=click.FloatRange(min=0, max=1), default=0.2, show_default=True)
 @click.option("--bok-issues", type=click.IntRange(min=1), default=None, help="Decisions to label (default: all issues).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
+@click.option("--outcome-objective", type=click.Choice(["factored", "value"]), default="factored", show_default=True,
+              help="How urm-outcome learns: pass probability and spend per plan (factored) or utility (value).")
+@click.option("--ope-folds", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Cross-fitting folds for the learned strategies' OPE (0 or 1: in-sample).")
 @click.option("--quick", is_flag=True, help="Small and fast (≤ 90 s on 2 cores): for demos and tests.")
 def benchmark_cmd(profile: str, n_issues: int | None, eval_issues: int | None, seed: int, out: Path, k: int | None,
-                  epsilon: float, bok_issues: int | None, epochs: int | None, quick: bool) -> None:
+                  epsilon: float, bok_issues: int | None, epochs: int | None, outcome_objective: str,
+                  ope_folds: int, quick: bool) -> None:
     """End to end: history with exploration → best-of-K → dataset → imitation and outcome models → held-out run vs the oracle."""
     n = n_issues if n_issues is not None else (100 if quick else 600)
     try:
         result = run_benchmark(out, profile=profile, n_issues=n, eval_issues=eval_issues if eval_issues is not None
                                else (50 if quick else None), seed=seed, k=k if k is not None else (4 if quick else 6),
                                epsilon=epsilon, bok_issues=bok_issues if bok_issues is not None else (40 if quick else None),
-                               epochs=epochs, quick=quick, echo=click.echo)
+                               epochs=epochs, quick=quick, outcome_objective=outcome_objective,
+                               ope_folds=ope_folds, echo=click.echo)
     except CyntraError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
