@@ -51,8 +51,8 @@ def main() -> None:
         times = np.load(args.data / f"{split}__time.npy")
         for i in range(len(sp)):
             iid = by_key.get(int(keys[i]))
-            if iid is None:
-                continue
+            if iid is None or not 0 <= int(sp["heuristic_action"][i]) < len(labels):
+                continue  # issue gone from the store, or a heuristic plan outside the action space
             issue = issues[iid]
             serial, spec = session.routed_lists(issue)
             at = datetime.fromtimestamp(int(times[i]) / 1000, tz=UTC)

@@ -113,6 +113,11 @@ def test_derived_rewards_match_execution(ws: Path) -> None:
         issue = issues[row.issue_id]
         serial, spec = session.routed_lists(issue)
         assert not set(row.derived_rewards) & set(row.action_rewards)
+        assert set(row.derived_outcomes) == set(row.derived_rewards)
+        for label, out in row.derived_outcomes.items():  # the recorded parts price back to the reward
+            u = session.config.objective.utility(priority=issue.dk_priority, size=issue.dk_size, passed=out.passed,
+                                                 cost_usd=out.cost_usd, wall_minutes=out.wall_minutes)
+            assert u == pytest.approx(row.derived_rewards[label], abs=1e-4)
         for i, run in enumerate(row.plans):  # leave one executed plan out, derive it from the others
             others = row.plans[:i] + row.plans[i + 1:]
             attempts = attempts_from(others, lambda _tc, m: float(m))

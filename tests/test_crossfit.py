@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cyntra.errors import CyntraError
 from planner_model.crossfit import write_folds
 from planner_model.data import load_dataset_info, load_split
 from planner_model.dataset_format import SPLITS
@@ -56,6 +57,10 @@ def test_folds_partition_rows_by_issue(tmp_path: Path) -> None:
     assert sorted(held_rows) == sorted(map(bytes, every["inputs"]))  # each row held out exactly once
 
 
-def test_fewer_than_two_folds_is_refused(tmp_path: Path) -> None:
+def test_fewer_than_two_folds_or_an_empty_fold_is_refused(tmp_path: Path) -> None:
+    src = _dataset(tmp_path / "data")
     with pytest.raises(ValueError, match="at least 2 folds"):
-        write_folds(_dataset(tmp_path / "data"), tmp_path / "folds", 1)
+        write_folds(src, tmp_path / "folds", 1)
+    one_issue = _dataset(tmp_path / "one", n_issues=1)
+    with pytest.raises(CyntraError, match="has no training decisions"):
+        write_folds(one_issue, tmp_path / "folds1", 2)

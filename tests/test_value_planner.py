@@ -204,18 +204,22 @@ def factored_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         p = np.full((n, 20), 0.1)
         p[np.arange(n), good] = 0.9
         passed = (rng.random((n, 20)) < p).astype(np.float32)
-        rewards = (PASS_VALUE * passed - _spend(np.arange(20))[None, :]).astype(np.float32)
+        spend = np.broadcast_to(_spend(np.arange(20))[None, :], (n, 20)).astype(np.float32).copy()
+        rewards = (PASS_VALUE * passed - spend).astype(np.float32)
         hidden = rng.random((n, 20)) < 0.3
-        rewards[hidden] = np.nan
-        passed[hidden] = np.nan
+        for arr in (rewards, passed, spend):
+            arr[hidden] = np.nan
         np.save(d / f"{split}__action_rewards.npy", rewards)
         np.save(d / f"{split}__action_passed.npy", passed)
+        np.save(d / f"{split}__action_spend.npy", spend)
+        np.save(d / f"{split}__spend.npy", np.full(n, np.nan, dtype=np.float32))
         np.save(d / f"{split}__target_action.npy", good.astype(np.int64))
         np.save(d / f"{split}__passed.npy", np.full(n, np.nan, dtype=np.float32))
         np.save(d / f"{split}__pass_value.npy", np.full(n, PASS_VALUE, dtype=np.float32))
         np.save(d / f"{split}__fail_penalty.npy", np.zeros(n, dtype=np.float32))
     meta = json.loads((d / "dataset.json").read_text())
-    meta["arrays"] += ["target_action", "action_rewards", "action_passed", "passed", "pass_value", "fail_penalty"]
+    meta["arrays"] += ["target_action", "action_rewards", "action_passed", "action_spend", "passed", "spend",
+                       "pass_value", "fail_penalty"]
     (d / "dataset.json").write_text(json.dumps(meta))
     return d
 
@@ -229,37 +233,42 @@ def factored_ckpt(factored_data: Path, tmp_path_factory: pytest.TempPathFactory)
     return out
 
 
-def test_factored_targets_recover_spend_from_utility_and_gates() -> None:
+def test_factored_targets_weights_and_precedence() -> None:
+    nan = np.nan
     arrays = {
         "inputs": np.zeros((3, 3), dtype=np.int32),
         "action": np.array([0, 1, 2]),
-        "reward": np.array([np.nan, 4.0, -3.0], dtype=np.float32),
+        "reward": np.array([nan, 4.0, -3.0], dtype=np.float32),
         "propensity": np.array([1.0, 0.1, 0.5], dtype=np.float32),
-        "passed": np.array([np.nan, 1.0, 0.0], dtype=np.float32),
+        "passed": np.array([nan, 1.0, 0.0], dtype=np.float32),
+        "spend": np.array([nan, 6.0, 1.0], dtype=np.float32),
         "pass_value": np.array([10.0, 12.0, 6.0], dtype=np.float32),
         "fail_penalty": np.array([2.0, 2.0, 2.0], dtype=np.float32),
-        "action_rewards": np.full((3, 3), np.nan, dtype=np.float32),
-        "action_passed": np.full((3, 3), np.nan, dtype=np.float32),
+        "action_rewards": np.array([[5.0, -4.0, nan], [nan] * 3, [nan] * 3], dtype=np.float32),
+        "action_passed": np.array([[1.0, 0.0, nan], [nan] * 3, [nan] * 3], dtype=np.float32),
+        "action_spend": np.array([[3.0, 2.0, nan], [nan] * 3, [nan] * 3], dtype=np.float32),
     }
-    arrays["action_rewards"][0] = [5.0, -4.0, np.nan]  # pass: 10 − 2 − 3 = 5; fail: −2 − 2 = −4
-    arrays["action_passed"][0] = [1.0, 0.0, np.nan]
     ft, fw, (shift, scale) = factored_targets(Split("train", arrays), 3, ips_clip=20.0)
     assert ft.shape == (3, 6) and fw.shape == (3, 6)
     assert (fw[:, :3] == fw[:, 3:]).all()
-    spend = {(0, 0): 3.0, (0, 1): 2.0, (1, 1): 12.0 - 2.0 - 4.0, (2, 2): -2.0 + 3.0}
+    spend = {(0, 0): 3.0, (0, 1): 2.0, (1, 1): 6.0, (2, 2): 1.0}  # best-of-K cells, then logged plans
     assert set(zip(*np.nonzero(fw[:, :3]), strict=True)) == set(spend)
     values = np.array(list(spend.values()))
     assert shift == pytest.approx(values.mean()) and scale == pytest.approx(values.std())
-    for (r, a), s in spend.items():
-        assert ft[r, 3 + a] == pytest.approx((s - shift) / scale)
+    for (r, a), v in spend.items():
+        assert ft[r, 3 + a] == pytest.approx((v - shift) / scale)
     assert ft[0, 0] == 1.0 and ft[0, 1] == 0.0 and ft[1, 1] == 1.0 and ft[2, 2] == 0.0
-    assert fw[1, 1] / fw[2, 2] == pytest.approx(10.0 / 2.0)  # logged rows keep their 1/propensity weights
-    # The composition inverts it: a head that outputs the targets gives back the utilities.
+    assert fw[0, 0] == 1.0 and fw[1, 1] / fw[2, 2] == pytest.approx(10.0 / 2.0)  # logged: 1/propensity
+    # The composition gives back U = pass_value·passed − fail_penalty − spend.
     logits = np.where(ft[:, :3] > 0.5, 30.0, -30.0)
     q = factored_q(np.concatenate([logits, ft[:, 3:]], axis=1), arrays["pass_value"], arrays["fail_penalty"],
                    (shift, scale))
     assert q[0, 0] == pytest.approx(5.0) and q[0, 1] == pytest.approx(-4.0)
     assert q[1, 1] == pytest.approx(4.0) and q[2, 2] == pytest.approx(-3.0)
+    # A dataset without the factored arrays is refused with a reason.
+    del arrays["action_spend"]
+    with pytest.raises(ValueError, match="best-of-K attached"):
+        factored_targets(Split("train", arrays), 3, ips_clip=20.0)
 
 
 def test_factored_objective_learns_pass_probability_and_spend(factored_data: Path, factored_ckpt: Path) -> None:

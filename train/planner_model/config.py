@@ -44,6 +44,8 @@ class URMConfig:
             problems.append("pool must be 'cls' or 'mean'")
         if not self.heads:
             problems.append("at least one head is needed")
+        if self.value_outputs not in (1, 2):
+            problems.append("value_outputs must be 1 (Q) or 2 (pass logit | spend)")
         if problems:
             raise ValueError("invalid URMConfig: " + "; ".join(problems))
 
@@ -56,6 +58,8 @@ class URMConfig:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["heads"] = [[name, size] for name, size in self.heads]  # a list keeps the order in JSON
+        if self.value_outputs == 1:
+            del out["value_outputs"]  # the default: checkpoints stay readable by versions that predate the key
         return out
 
     @classmethod

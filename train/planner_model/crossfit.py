@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from cyntra.errors import CyntraError
 from cyntra.fsutil import atomic_write_bytes, atomic_write_json
 from planner_model.dataset_format import SPLITS, array_path, npy_bytes
 
@@ -40,6 +41,9 @@ def write_folds(data_dir: str | Path, out_root: str | Path, k: int) -> list[Path
     for f in range(k):
         held = fold == f
         masks = {"train": ~held & (second != 0), "val": ~held & (second == 0), "test": held}
+        if not masks["train"].any():
+            raise CyntraError(f"{src}: cross-fitting fold {f} of {k} has no training decisions "
+                              f"({len(keys)} decisions in all): use fewer folds or more history")
         d = Path(out_root) / f"fold{f}"
         d.mkdir(parents=True, exist_ok=True)
         for split, mask in masks.items():
@@ -49,6 +53,7 @@ def write_folds(data_dir: str | Path, out_root: str | Path, k: int) -> list[Path
         digest = hashlib.sha256(f"{meta['dataset_sha256']}|fold {f} of {k}".encode()).hexdigest()
         atomic_write_json(d / "dataset.json", {
             **meta, "splits": {s: int(m.sum()) for s, m in masks.items()}, "dataset_sha256": digest,
+            "split_boundaries": {"train_end": None, "val_end": None},  # folds are by issue, not by time
             "source": {**meta.get("source", {}), "crossfit": {"of": str(src), "fold": f, "folds": k}},
         })
         out.append(d)

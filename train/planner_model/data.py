@@ -28,7 +28,8 @@ REQUIRED_ARRAYS: dict[str, tuple[str, int]] = {  # name -> (dtype kind, ndim)
 OPTIONAL_ARRAYS: dict[str, tuple[str, int]] = {
     "target_action": ("i", 1), "action_rewards": ("f", 2),
     # the factored value objective's targets and prices (best-of-K datasets; train.py)
-    "action_passed": ("f", 2), "passed": ("f", 1), "pass_value": ("f", 1), "fail_penalty": ("f", 1),
+    "action_passed": ("f", 2), "action_spend": ("f", 2), "passed": ("f", 1), "spend": ("f", 1),
+    "pass_value": ("f", 1), "fail_penalty": ("f", 1),
 }
 
 

@@ -20,10 +20,12 @@ with a reward weight ``min(20, exp((u - median_train_u) / std_train_u) / max(pro
 objective trains on both. ``action_rewards`` holds the executed plans' utilities plus, unless
 ``derived_rewards=False``, the rewards the label row derived for plans not executed (see
 :mod:`cyntra.planner.best_of_k`). With best-of-K attached the builder also writes what the
-``factored`` value objective needs: ``action_passed`` (1/0 per plan whose reward is known, NaN
-elsewhere), ``passed`` (the logged plan's gates result), and per row the objective's prices
-``pass_value`` (value of a pass + fail penalty, from the workspace's ``objective:`` and the
-issue's priority and size) and ``fail_penalty``, so that U = pass_value·passed − fail_penalty − spend.
+``factored`` value objective needs: ``action_passed`` and ``action_spend`` (gates result and
+spend = cost + wall_cost[priority]·minutes of each plan whose reward is known, NaN elsewhere),
+``passed`` and ``spend`` (the logged plan's), and per row ``pass_value`` (value of a pass + fail
+penalty) and ``fail_penalty``; all priced with the workspace's ``objective:`` as it is when the
+dataset is built (outcomes keep their recorded cost and minutes, so a re-priced objective is
+applied consistently), so that U = pass_value·passed − fail_penalty − spend.
 ``write_inputs`` also writes ``{split}__planner_inputs.jsonl`` (canonical planner_input.v1 per row,
 in row order) for audits and leakage tests. Malformed archives and ledger lines are reported per file and skipped; the build still completes.
 """
@@ -97,7 +99,8 @@ class _Example:
     heuristic_action: int
     target_action: int = -1
     action_rewards: dict[int, float] = field(default_factory=dict)
-    action_passed: dict[int, float] = field(default_factory=dict)
+    action_outcomes: dict[int, tuple[float, float]] = field(default_factory=dict)  # action → (passed, spend)
+    logged_outcome: tuple[float, float] | None = None  # the executed plan's (passed, spend)
     pass_value: float = 0.0
     fail_penalty: float = 0.0
     split: str = ""
@@ -252,6 +255,7 @@ def build_dataset(
         best_rows = _load_best_of_k(bok_path)
     label_index = {a.label(): i for i, a in enumerate(space.actions)}
     objective = _objective(ws, warnings)
+    derived_without_outcomes = 0
 
     decisions = sorted(ledger.decisions, key=lambda d: (epoch_us(d.timestamp), d.decision_id))
     examples: list[_Example] = []
@@ -305,20 +309,39 @@ def build_dataset(
             ex.action_rewards = {
                 label_index[k]: float(v) for k, v in rewards.items() if k in label_index and v is not None
             }
-            passed: dict[str, Any] = {}
+            feats = cands[0].issue
+            wall_price = objective.wall_cost_per_minute.get(feats.priority, 0.0)
+            found: dict[str, tuple[Any, Any, Any]] = {}
             if row:
                 if derived_rewards:
-                    passed.update(row.get("derived_passed") or {})
-                passed.update({str(p.get("action")): p.get("passed") for p in row.get("plans") or [] if isinstance(p, dict)})
-            ex.action_passed = {
-                label_index[k]: 1.0 if v else 0.0
-                for k, v in passed.items() if k in label_index and isinstance(v, bool) and label_index[k] in ex.action_rewards
-            }
-            feats = cands[0].issue
+                    outcomes = row.get("derived_outcomes")
+                    if row.get("derived_rewards") and not outcomes:
+                        derived_without_outcomes += 1
+                    for k, o in (outcomes if isinstance(outcomes, dict) else {}).items():
+                        if isinstance(o, dict):
+                            found[str(k)] = (o.get("passed"), o.get("cost_usd"), o.get("wall_minutes"))
+                for plan in row.get("plans") or []:
+                    if isinstance(plan, dict) and isinstance(plan.get("duration_ms"), int | float):
+                        found[str(plan.get("action"))] = (plan.get("passed"), plan.get("cost_usd"),
+                                                          plan["duration_ms"] / 60000.0)
+            for k, (ok, cost, minutes) in found.items():
+                a = label_index.get(k)
+                if (a is not None and a in ex.action_rewards and isinstance(ok, bool)
+                        and isinstance(cost, int | float) and isinstance(minutes, int | float)):
+                    ex.action_outcomes[a] = (1.0 if ok else 0.0, float(cost) + wall_price * float(minutes))
+            out = ex.outcome
+            if out is not None and out.cost_usd is not None and out.duration_ms is not None:
+                ex.logged_outcome = (1.0 if out.gates_passed else 0.0,
+                                     out.cost_usd + wall_price * out.duration_ms / 60000.0)
             ex.fail_penalty = objective.fail_penalty
             ex.pass_value = objective.utility(priority=feats.priority, size=feats.size, passed=True, cost_usd=0.0,
                                               wall_minutes=0.0) + objective.fail_penalty
         examples.append(ex)
+
+    if derived_without_outcomes:
+        warnings.append(f"{derived_without_outcomes} best-of-K label rows have derived rewards but no derived_outcomes "
+                        "(written by an older version): the factored objective learns from their executed plans only; "
+                        "rerun `cyntra planner best-of-k` to regenerate them")
 
     # --- split (issue goes to the split of its first decision) ---
     n = len(examples)
@@ -360,7 +383,9 @@ def build_dataset(
             arr["target_action"] = np.full(m, -1, dtype=np.int64)
             arr["action_rewards"] = np.full((m, len(space)), np.nan, dtype=np.float32)
             arr["action_passed"] = np.full((m, len(space)), np.nan, dtype=np.float32)
+            arr["action_spend"] = np.full((m, len(space)), np.nan, dtype=np.float32)
             arr["passed"] = np.full(m, np.nan, dtype=np.float32)
+            arr["spend"] = np.full(m, np.nan, dtype=np.float32)
             arr["pass_value"] = np.zeros(m, dtype=np.float32)
             arr["fail_penalty"] = np.zeros(m, dtype=np.float32)
         dist: dict[str, Counter[str]] = {h: Counter() for h in heads}
@@ -388,10 +413,11 @@ def build_dataset(
                 arr["target_action"][r] = e.target_action
                 for act, u in e.action_rewards.items():
                     arr["action_rewards"][r, act] = u
-                for act, ok in e.action_passed.items():
+                for act, (ok, spend) in e.action_outcomes.items():
                     arr["action_passed"][r, act] = ok
-                if e.outcome is not None and e.outcome.utility is not None:
-                    arr["passed"][r] = 1.0 if e.outcome.gates_passed else 0.0
+                    arr["action_spend"][r, act] = spend
+                if e.logged_outcome is not None:
+                    arr["passed"][r], arr["spend"][r] = e.logged_outcome
                 arr["pass_value"][r] = e.pass_value
                 arr["fail_penalty"][r] = e.fail_penalty
         for name in arrays_written:

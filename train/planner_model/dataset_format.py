@@ -34,7 +34,7 @@ ARRAYS: Final[tuple[str, ...]] = (
     "inputs", "labels", "weights", "action", "reward", "propensity", "heuristic_action", "issue_key", "time",
 )
 BEST_OF_K_ARRAYS: Final[tuple[str, ...]] = (
-    "target_action", "action_rewards", "action_passed", "passed", "pass_value", "fail_penalty",
+    "target_action", "action_rewards", "action_passed", "action_spend", "passed", "spend", "pass_value", "fail_penalty",
 )
 LabelMode = Literal["executed", "best-of-k", "outcome"]
 LABEL_MODES: Final[tuple[str, ...]] = ("executed", "best-of-k", "outcome")

@@ -137,8 +137,9 @@ def objective_of(tc: TrainConfig) -> str:
     return obj
 
 
-def observed_plans(split: Split, n_actions: int, ips_clip: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Observed utilities [N, A], gates results [N, A] (NaN where unknown) and weights [N, A] (0 = unobserved).
+def observed_plans(split: Split, n_actions: int, ips_clip: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Observed utilities, gates results and spends [N, A] (NaN where unknown) and weights [N, A] (0 = unobserved).
 
     Best-of-K ``action_rewards`` count 1 each; an executed plan's reward not already covered by
     them counts ``min(ips_clip, 1/propensity)`` rescaled so the logged weights average 1.
@@ -146,6 +147,7 @@ def observed_plans(split: Split, n_actions: int, ips_clip: float) -> tuple[np.nd
     n = len(split)
     target = np.full((n, n_actions), np.nan, dtype=np.float64)
     passed = np.full((n, n_actions), np.nan, dtype=np.float64)
+    spend = np.full((n, n_actions), np.nan, dtype=np.float64)
     weight = np.zeros((n, n_actions), dtype=np.float64)
     ar = split.get("action_rewards")
     if ar is not None and ar.shape[1] == n_actions:
@@ -153,9 +155,11 @@ def observed_plans(split: Split, n_actions: int, ips_clip: float) -> tuple[np.nd
         seen = np.isfinite(arr)
         target[seen] = arr[seen]
         weight[seen] = 1.0
-        ap = split.get("action_passed")
+        ap, asp = split.get("action_passed"), split.get("action_spend")
         if ap is not None and ap.shape == ar.shape:
             passed[seen] = np.asarray(ap, dtype=np.float64)[seen]
+        if asp is not None and asp.shape == ar.shape:
+            spend[seen] = np.asarray(asp, dtype=np.float64)[seen]
     action = np.asarray(split["action"], dtype=np.int64)
     reward = np.asarray(split["reward"], dtype=np.float64)
     prop = np.asarray(split["propensity"], dtype=np.float64)
@@ -166,16 +170,18 @@ def observed_plans(split: Split, n_actions: int, ips_clip: float) -> tuple[np.nd
         w = w / w.mean()
         target[rows, action[rows]] = reward[rows]
         weight[rows, action[rows]] = w
-        logged = split.get("passed")
+        logged, logged_spend = split.get("passed"), split.get("spend")
         if logged is not None:
             passed[rows, action[rows]] = np.asarray(logged, dtype=np.float64)[rows]
-    return target, passed, weight
+        if logged_spend is not None:
+            spend[rows, action[rows]] = np.asarray(logged_spend, dtype=np.float64)[rows]
+    return target, passed, spend, weight
 
 
 def value_targets(split: Split, n_actions: int, ips_clip: float,
                   norm: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """Standardised Q targets [N, A] (0 where unobserved) and their weights [N, A] (0 = unobserved)."""
-    target, _, weight = observed_plans(split, n_actions, ips_clip)
+    target, _, _, weight = observed_plans(split, n_actions, ips_clip)
     observed = weight > 0
     if norm is None:
         vals = target[observed]
@@ -190,17 +196,16 @@ def factored_targets(split: Split, n_actions: int, ips_clip: float, norm: tuple[
                      ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """Targets [N, 2A] — gates result (0/1) | standardised spend — and weights [N, 2A] (0 = unobserved).
 
-    spend = pass_value·passed − fail_penalty − U, what the plan cost in the objective's units; only
-    plans whose gates result is known count.
+    spend = cost + wall_cost[priority]·minutes, what the plan cost in the objective's units (the
+    dataset prices the recorded cost and minutes); only plans whose gates result and spend are known count.
     """
-    if "pass_value" not in split.arrays or "fail_penalty" not in split.arrays:
-        raise ValueError("the factored objective needs pass_value/fail_penalty arrays (build the dataset with best-of-K attached)")
-    utility, passed, weight = observed_plans(split, n_actions, ips_clip)
-    weight = np.where(np.isfinite(passed), weight, 0.0)
+    if any(name not in split.arrays for name in ("action_passed", "action_spend", "pass_value", "fail_penalty")):
+        raise ValueError("the factored objective needs the action_passed/action_spend/pass_value/fail_penalty arrays "
+                         "(build the dataset with best-of-K attached)")
+    _, passed, spend, weight = observed_plans(split, n_actions, ips_clip)
+    weight = np.where(np.isfinite(passed) & np.isfinite(spend), weight, 0.0)
     observed = weight > 0
-    pv = np.asarray(split["pass_value"], dtype=np.float64)[:, None]
-    fp = np.asarray(split["fail_penalty"], dtype=np.float64)[:, None]
-    spend = np.where(observed, pv * np.nan_to_num(passed) - fp - np.nan_to_num(utility), 0.0)
+    spend = np.where(observed, spend, 0.0)
     if norm is None:
         vals = spend[observed]
         shift = float(vals.mean()) if vals.size else 0.0
@@ -224,15 +229,19 @@ def factored_loss(values: Tensor, batch: dict[str, Tensor]) -> Tensor:
 
 def val_factored_loss(model: URM, split: Split, n_actions: int, ips_clip: float, spend_norm: tuple[float, float],
                       utility_scale: float, device: torch.device) -> float:
-    """Weighted MSE of the composed Q against the observed utilities, in units of the train utilities' std."""
+    """Weighted MSE of the composed Q against the observed utilities (priced as the dataset prices them:
+    pass_value·passed − fail_penalty − spend), in units of the train utilities' std."""
     from planner_model.decode import factored_q
 
-    utility, _, weight = observed_plans(split, n_actions, ips_clip)
+    _, passed, spend, weight = observed_plans(split, n_actions, ips_clip)
+    weight = np.where(np.isfinite(passed) & np.isfinite(spend), weight, 0.0)
     if float(weight.sum()) <= 0:
         return float("nan")
-    q = factored_q(predict_values(model, split["inputs"], device), np.asarray(split["pass_value"]),
-                   np.asarray(split["fail_penalty"]), spend_norm)
-    err = np.where(weight > 0, (q - np.nan_to_num(utility)) / utility_scale, 0.0)
+    pv = np.asarray(split["pass_value"], dtype=np.float64)
+    fp = np.asarray(split["fail_penalty"], dtype=np.float64)
+    utility = pv[:, None] * np.nan_to_num(passed) - fp[:, None] - np.nan_to_num(spend)
+    q = factored_q(predict_values(model, split["inputs"], device), pv, fp, spend_norm)
+    err = np.where(weight > 0, (q - utility) / utility_scale, 0.0)
     return float((weight * err**2).sum() / weight.sum())
 
 

@@ -24,8 +24,9 @@ pass). Assuming a toolchain's attempt does not depend on which plan launched it 
 budget truncates it, an attempt that finished in ``d`` minutes is the same under any budget
 ``≥ d`` and a timeout under any budget ``< d``. In the simulator this is exact (common random
 numbers); with real agents it is one sample of the same distribution. Only plans every needed
-attempt of which is determined get a derived reward; ``derived_passed`` holds whether each of
-them passed its gates (the ``factored`` value objective learns the pass probability from it).
+attempt of which is determined get a derived reward; ``derived_outcomes`` holds each one's gates
+result, cost and wall minutes (the ``factored`` value objective learns from those, priced with the
+objective current when the dataset is built).
 
 ``--budget`` caps the simulated (or real) spend: before an issue's plans run, their worst-case
 cost (each candidate at its full budget, at the highest price per minute seen in the history)
@@ -103,6 +104,16 @@ class PlanRun(BaseModel):
     archives: str
 
 
+class DerivedOutcome(BaseModel):
+    """What a derived (not executed) plan would have given: gates result, cost and wall time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    passed: bool
+    cost_usd: float
+    wall_minutes: float
+
+
 class BestOfKLabel(BaseModel):
     """One labelled decision (a row of ``labels.jsonl``; the dataset builder reads it)."""
 
@@ -117,7 +128,7 @@ class BestOfKLabel(BaseModel):
     target_action: str
     action_rewards: dict[str, float]
     derived_rewards: dict[str, float] = Field(default_factory=dict)
-    derived_passed: dict[str, bool] = Field(default_factory=dict)  # gates result of each derived plan
+    derived_outcomes: dict[str, DerivedOutcome] = Field(default_factory=dict)
     plans: list[PlanRun]
 
 
@@ -460,7 +471,7 @@ def collect_best_of_k(
             attempts = attempts_from(runs, budget_of)
             executed = {r.action for r in runs}
             derived: dict[str, float] = {}
-            derived_passed: dict[str, bool] = {}
+            derived_outcomes: dict[str, DerivedOutcome] = {}
             for a in allowed:
                 if a.label() in executed:
                     continue
@@ -469,13 +480,14 @@ def collect_best_of_k(
                     u = config.objective.utility(priority=issue.dk_priority, size=issue.dk_size, passed=res[0],
                                                  cost_usd=res[1], wall_minutes=res[2])
                     derived[a.label()] = round(u, 6)
-                    derived_passed[a.label()] = res[0]
+                    derived_outcomes[a.label()] = DerivedOutcome(passed=res[0], cost_usd=round(res[1], 6),
+                                                                 wall_minutes=round(res[2], 6))
             winner = best_run(runs)
             label = BestOfKLabel(
                 issue_id=issue.id, attempt=issue.dk_attempts, decision_time=isoformat_z(h.time),
                 decision_id=h.record.decision_id, heuristic_action=heur.label(), target_action=winner.action,
                 action_rewards={r.action: r.utility for r in runs}, derived_rewards=derived,
-                derived_passed=derived_passed, plans=runs,
+                derived_outcomes=derived_outcomes, plans=runs,
             )
             append_jsonl(out_path, label.model_dump(mode="json"))
             report.decisions_labelled += 1
