@@ -335,3 +335,15 @@ def test_a_checkpoint_whose_decision_does_not_match_its_head_is_unavailable(fact
         {"planner": {"checkpoint": str(bad), "device": "cpu"}}), space=ActionSpace())
     with pytest.raises(StrategyUnavailable, match="does not match its value head"):
         build_urm_strategy(env)
+
+
+def test_train_cli_refuses_factored_without_its_arrays(data: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from planner_model.cli_commands import train_cmd
+
+    res = CliRunner().invoke(train_cmd, ["--data", str(data), "--out", str(tmp_path / "ck"), "--objective", "factored",
+                                         "--epochs", "1", "--device", "cpu", "--quiet"])
+    assert res.exit_code == 2
+    assert "error: the factored objective needs the action_passed/action_spend" in res.output
+    assert not (tmp_path / "ck" / "checkpoint.json").exists()

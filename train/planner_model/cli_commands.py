@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
+
+from cyntra.errors import CyntraError
 
 
 @click.command("train")
@@ -55,11 +58,16 @@ def train_cmd(
         k: v for k, v in {"hidden": hidden, "n_heads": n_heads, "layers": layers, "loops": loops,
                           "grad_loops": grad_loops, "pool": pool}.items() if v is not None
     }
-    result = train(data_dir, out_dir, tc, overrides, resume=resume)
+    try:
+        result = train(data_dir, out_dir, tc, overrides, resume=resume)
+    except (CyntraError, ValueError) as exc:  # bad dataset or settings: say why, no traceback
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     if dist_info_from_env().is_main:
         click.echo(json.dumps({
             "checkpoint": str(result.out_dir), "best_epoch": result.best_epoch,
             "val_exact_match": result.best_metrics.get("exact_match"),
+            **({"val_value_loss": result.best_metrics["value_loss"]} if "value_loss" in result.best_metrics else {}),
             "temperature": result.temperature, "epochs_run": result.epochs_run,
             "stopped_early": result.stopped_early,
         }, sort_keys=True))

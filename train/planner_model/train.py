@@ -550,6 +550,7 @@ def train(
     start_epoch = int(state.get("epoch", 0))
     step = int(state.get("step", 0))
     best = dict(state.get("best", {"exact_match": -1.0, "loss": float("inf"), "epoch": 0}))
+    best.setdefault("score", best["exact_match"])  # resume states written before "score" existed
     bad_epochs = int(state.get("bad_epochs", 0))
     stopped_early = False
     metrics_path = out / "metrics.jsonl"
@@ -620,12 +621,13 @@ def train(
             append_jsonl(metrics_path, record)
             if not tc.quiet:
                 print(f"epoch {epoch + 1}: train_loss {train_loss:.4f} val_loss {ev['loss']:.4f} val_exact {ev['exact_match']:.4f} ({elapsed:.1f}s)", flush=True)
-            exact = ev["exact_match"] if not math.isnan(ev["exact_match"]) else -ev["loss"]
+            score = ev["exact_match"] if not math.isnan(ev["exact_match"]) else -ev["loss"]
             if "value_loss" in ev and not math.isnan(ev["value_loss"]):
-                exact = -ev["value_loss"]  # the value objective keeps the epoch that predicts utility best
-            improved = exact > best["exact_match"] + 1e-9 or (abs(exact - best["exact_match"]) <= 1e-9 and ev["loss"] < best["loss"])
+                score = -ev["value_loss"]  # value objectives keep the epoch that predicts utility best
+            improved = score > best["score"] + 1e-9 or (abs(score - best["score"]) <= 1e-9 and ev["loss"] < best["loss"])
             if improved or best["epoch"] == 0:
-                best = {"exact_match": exact, "loss": ev["loss"], "epoch": epoch + 1}
+                best = {"score": score, "exact_match": ev["exact_match"], "loss": ev["loss"], "epoch": epoch + 1,
+                        **({"value_loss": ev["value_loss"]} if "value_loss" in ev else {})}
                 bad_epochs = 0
                 temperature = 1.0
                 if len(val_split) and "logits" in ev:

@@ -17,8 +17,8 @@ Two ways to decide, chosen by the checkpoint (``decision`` in its train config):
 * ``factored`` — the same argmax over allowed plans, with Q composed from the objective:
   pass_value·P(pass) − fail_penalty − spend, where the model predicts P(pass) and the spend
   (objective ``factored``) and pass_value/fail_penalty come from the workspace's ``objective:``
-  and the issue's priority and size. A change of the objective's prices moves the decision
-  without retraining.
+  and the issue's priority and size. Changing what a pass is worth moves the decision without
+  retraining; the price of waiting is inside the learned spend.
 
 The allowed set is ``extras["allowed_actions"]`` when the kernel passes it; otherwise the
 strategy builds the workspace's clamp itself (same policy file and universe limits as the
