@@ -329,10 +329,10 @@ def build_dataset(
                 if (a is not None and a in ex.action_rewards and isinstance(ok, bool)
                         and isinstance(cost, int | float) and isinstance(minutes, int | float)):
                     ex.action_outcomes[a] = (1.0 if ok else 0.0, float(cost) + wall_price * float(minutes))
-            out = ex.outcome
-            if out is not None and out.cost_usd is not None and out.duration_ms is not None:
-                ex.logged_outcome = (1.0 if out.gates_passed else 0.0,
-                                     out.cost_usd + wall_price * out.duration_ms / 60000.0)
+            rec = ex.outcome
+            if rec is not None and rec.cost_usd is not None and rec.duration_ms is not None:
+                ex.logged_outcome = (1.0 if rec.gates_passed else 0.0,
+                                     rec.cost_usd + wall_price * rec.duration_ms / 60000.0)
             ex.fail_penalty = objective.fail_penalty
             ex.pass_value = objective.utility(priority=feats.priority, size=feats.size, passed=True, cost_usd=0.0,
                                               wall_minutes=0.0) + objective.fail_penalty
