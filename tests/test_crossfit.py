@@ -64,3 +64,4 @@ def test_fewer_than_two_folds_or_an_empty_fold_is_refused(tmp_path: Path) -> Non
     one_issue = _dataset(tmp_path / "one", n_issues=1)
     with pytest.raises(CyntraError, match="has no training decisions"):
         write_folds(one_issue, tmp_path / "folds1", 2)
+    assert not (tmp_path / "folds1").exists()  # nothing half-written

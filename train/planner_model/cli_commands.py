@@ -60,7 +60,7 @@ def train_cmd(
     }
     try:
         result = train(data_dir, out_dir, tc, overrides, resume=resume)
-    except (CyntraError, ValueError) as exc:  # bad dataset or settings: say why, no traceback
+    except CyntraError as exc:  # an unusable dataset or setting (TrainingInputError, InputError): say why
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     if dist_info_from_env().is_main:

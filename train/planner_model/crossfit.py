@@ -37,13 +37,14 @@ def write_folds(data_dir: str | Path, out_root: str | Path, k: int) -> list[Path
     keys = rows["issue_key"].astype(np.int64)
     fold = keys % k
     second = (keys // k) % VAL_EVERY
+    for f in range(k):  # check every fold before writing any
+        if not (~(fold == f) & (second != 0)).any():
+            raise CyntraError(f"{src}: cross-fitting fold {f} of {k} has no training decisions "
+                              f"({len(keys)} decisions in all): use fewer folds or more history")
     out: list[Path] = []
     for f in range(k):
         held = fold == f
         masks = {"train": ~held & (second != 0), "val": ~held & (second == 0), "test": held}
-        if not masks["train"].any():
-            raise CyntraError(f"{src}: cross-fitting fold {f} of {k} has no training decisions "
-                              f"({len(keys)} decisions in all): use fewer folds or more history")
         d = Path(out_root) / f"fold{f}"
         d.mkdir(parents=True, exist_ok=True)
         for split, mask in masks.items():

@@ -341,7 +341,8 @@ def build_dataset(
     if derived_without_outcomes:
         warnings.append(f"{derived_without_outcomes} best-of-K label rows have derived rewards but no derived_outcomes "
                         "(written by an older version): the factored objective learns from their executed plans only; "
-                        "rerun `cyntra planner best-of-k` to regenerate them")
+                        "move .cyntra/best_of_k/labels.jsonl aside and rerun `cyntra planner best-of-k` to relabel "
+                        "(it skips decisions already labelled, and spends its budget again)")
 
     # --- split (issue goes to the split of its first decision) ---
     n = len(examples)

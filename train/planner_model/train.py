@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from cyntra.errors import CyntraError
 from cyntra.fsutil import append_jsonl
 from planner_model.calibration import fit_temperature
 from planner_model.checkpoint import (
@@ -102,7 +103,7 @@ def select_device(requested: str, local_rank: int = 0) -> torch.device:
             raise RuntimeError("--device cuda requested but CUDA is not available")
         return torch.device("cuda", local_rank) if requested == "cuda" else torch.device(requested)
     if requested != "cpu":
-        raise ValueError(f"unknown device {requested!r} (auto | cpu | cuda)")
+        raise TrainingInputError(f"unknown device {requested!r} (auto | cpu | cuda)")
     return torch.device("cpu")
 
 
@@ -130,10 +131,14 @@ def class_weight_tensors(train: Split, info: DatasetInfo, device: torch.device) 
 OBJECTIVES = ("imitation", "value", "factored")
 
 
+class TrainingInputError(CyntraError, ValueError):
+    """A dataset or setting the trainer cannot use (the CLI reports it without a traceback)."""
+
+
 def objective_of(tc: TrainConfig) -> str:
     obj = str(tc.extra.get("objective", "imitation"))
     if obj not in OBJECTIVES:
-        raise ValueError(f"unknown objective {obj!r} (expected one of {list(OBJECTIVES)})")
+        raise TrainingInputError(f"unknown objective {obj!r} (expected one of {list(OBJECTIVES)})")
     return obj
 
 
@@ -200,7 +205,7 @@ def factored_targets(split: Split, n_actions: int, ips_clip: float, norm: tuple[
     dataset prices the recorded cost and minutes); only plans whose gates result and spend are known count.
     """
     if any(name not in split.arrays for name in ("action_passed", "action_spend", "pass_value", "fail_penalty")):
-        raise ValueError("the factored objective needs the action_passed/action_spend/pass_value/fail_penalty arrays "
+        raise TrainingInputError("the factored objective needs the action_passed/action_spend/pass_value/fail_penalty arrays "
                          "(build the dataset with best-of-K attached)")
     _, passed, spend, weight = observed_plans(split, n_actions, ips_clip)
     weight = np.where(np.isfinite(passed) & np.isfinite(spend), weight, 0.0)
@@ -461,7 +466,7 @@ def train(
     table = action_table(info)
     train_split, val_split = load_split(info, "train"), load_split(info, "val")
     if len(train_split) == 0:
-        raise ValueError(f"{data_dir}: the train split is empty")
+        raise TrainingInputError(f"{data_dir}: the train split is empty")
 
     objective = objective_of(tc)
     if objective in ("value", "factored"):  # a copy: the value normalisation is recorded in tc.extra
@@ -517,7 +522,7 @@ def train(
         stored = tc.extra.get("spend_norm")
         ft, fw, fnorm = factored_targets(train_split, len(info.actions), clip, tuple(stored) if stored else None)  # type: ignore[arg-type]
         if not (fw > 0).any():
-            raise ValueError(f"{data_dir}: the factored objective needs rewards with gates results (best-of-K labels)")
+            raise TrainingInputError(f"{data_dir}: the factored objective needs rewards with gates results (best-of-K labels)")
         tc.extra["spend_norm"] = [fnorm[0], fnorm[1]]
         if "utility_scale" not in tc.extra:
             _, _, unorm = value_targets(train_split, len(info.actions), clip)
@@ -534,7 +539,7 @@ def train(
         vt, vw, norm = value_targets(train_split, len(info.actions), clip,
                                      tuple(stored) if stored else None)  # type: ignore[arg-type]
         if not (vw > 0).any():
-            raise ValueError(f"{data_dir}: the value objective needs rewards (best-of-K action_rewards or logged utilities)")
+            raise TrainingInputError(f"{data_dir}: the value objective needs rewards (best-of-K action_rewards or logged utilities)")
         tc.extra["value_norm"] = [norm[0], norm[1]]
         dataset = _with_values(dataset, vt, vw)
         if len(val_split):

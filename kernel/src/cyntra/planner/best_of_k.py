@@ -12,8 +12,8 @@ those the history saw.
 Where it writes (kept apart so the main history and the similar-runs index are not polluted by
 runs that no strategy decided): workcells and archives under ``.cyntra/best_of_k/``, one archive
 folder per (decision, plan); labels appended to ``.cyntra/best_of_k/labels.jsonl``, one row per
-decision: ``{issue_id, attempt, decision_time, decision_id, target_action, action_rewards,
-derived_rewards, plans}``. The winner (``target_action``) is chosen by the objective's order:
+decision: ``{issue_id, attempt, decision_time, decision_id, heuristic_action, target_action,
+action_rewards, derived_rewards, derived_outcomes, plans}``. The winner (``target_action``) is chosen by the objective's order:
 gates pass first, then lower cost, then shorter duration. ``action_rewards`` maps each EXECUTED
 plan to its realised utility (the workspace's ``objective:``).
 
