@@ -44,11 +44,23 @@ TINY = {"hidden": 32, "n_heads": 2, "layers": 1, "loops": 2, "grad_loops": 1}
 SHIFT = 7  # the best plan by reward is (executed label + SHIFT) mod 20
 
 
+def _attach(d: Path, by_split: dict[str, dict[str, np.ndarray]]) -> Path:
+    """Save extra arrays beside a synthetic dataset and list them in its dataset.json."""
+    for split, arrays in by_split.items():
+        for name, arr in arrays.items():
+            np.save(d / f"{split}__{name}.npy", arr)
+    meta = json.loads((d / "dataset.json").read_text())
+    meta["arrays"] += list(next(iter(by_split.values())))
+    (d / "dataset.json").write_text(json.dumps(meta))
+    return d
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = write_synthetic_dataset(tmp_path_factory.mktemp("vdata"), n=600, seq_len=12, min_len=4, n_noise_tokens=8,
                                 seed=3, use_tool=False)
     rng = np.random.default_rng(0)
+    extra = {}
     for split in ("train", "val", "test"):
         action = np.load(d / f"{split}__action.npy")
         best = (action + SHIFT) % 20
@@ -56,12 +68,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         rewards[np.arange(len(action)), best] += 10.0
         rewards[rng.random(rewards.shape) < 0.3] = np.nan  # best-of-K covers only some plans
         rewards[np.arange(len(action)), best] = 10.0
-        np.save(d / f"{split}__action_rewards.npy", rewards)
-        np.save(d / f"{split}__target_action.npy", best.astype(np.int64))
-    meta = json.loads((d / "dataset.json").read_text())
-    meta["arrays"] += ["target_action", "action_rewards"]
-    (d / "dataset.json").write_text(json.dumps(meta))
-    return d
+        extra[split] = {"target_action": best.astype(np.int64), "action_rewards": rewards}
+    return _attach(d, extra)
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +205,7 @@ def factored_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = write_synthetic_dataset(tmp_path_factory.mktemp("fdata"), n=600, seq_len=12, min_len=4, n_noise_tokens=8,
                                 seed=4, use_tool=False)
     rng = np.random.default_rng(1)
+    extra = {}
     for split in ("train", "val", "test"):
         action = np.load(d / f"{split}__action.npy")
         n = len(action)
@@ -209,19 +218,11 @@ def factored_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         hidden = rng.random((n, 20)) < 0.3
         for arr in (rewards, passed, spend):
             arr[hidden] = np.nan
-        np.save(d / f"{split}__action_rewards.npy", rewards)
-        np.save(d / f"{split}__action_passed.npy", passed)
-        np.save(d / f"{split}__action_spend.npy", spend)
-        np.save(d / f"{split}__spend.npy", np.full(n, np.nan, dtype=np.float32))
-        np.save(d / f"{split}__target_action.npy", good.astype(np.int64))
-        np.save(d / f"{split}__passed.npy", np.full(n, np.nan, dtype=np.float32))
-        np.save(d / f"{split}__pass_value.npy", np.full(n, PASS_VALUE, dtype=np.float32))
-        np.save(d / f"{split}__fail_penalty.npy", np.zeros(n, dtype=np.float32))
-    meta = json.loads((d / "dataset.json").read_text())
-    meta["arrays"] += ["target_action", "action_rewards", "action_passed", "action_spend", "passed", "spend",
-                       "pass_value", "fail_penalty"]
-    (d / "dataset.json").write_text(json.dumps(meta))
-    return d
+        no_log = np.full(n, np.nan, dtype=np.float32)  # no logged plans: best-of-K cells only
+        extra[split] = {"target_action": good.astype(np.int64), "action_rewards": rewards, "action_passed": passed,
+                        "action_spend": spend, "passed": no_log, "spend": no_log,
+                        "pass_value": np.full(n, PASS_VALUE, dtype=np.float32), "fail_penalty": np.zeros(n, dtype=np.float32)}
+    return _attach(d, extra)
 
 
 @pytest.fixture(scope="module")
