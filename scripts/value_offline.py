@@ -24,6 +24,8 @@ def main() -> None:
     ap.add_argument("workspace", type=Path, help="the sim workspace the dataset was built from")
     ap.add_argument("data", type=Path, help="dataset directory (built with best-of-K attached)")
     ap.add_argument("checkpoints", type=Path, nargs="+")
+    ap.add_argument("--kappa", type=float, action="append", default=[],
+                    help="also score the ensemble's mean Q minus this many standard deviations (repeatable)")
     args = ap.parse_args()
 
     import torch
@@ -98,6 +100,10 @@ def main() -> None:
         report(f"{ck} [{decision}]", q_by_split)
     if len(all_q) > 1:
         report("ensemble (mean Q)", {s: np.mean(np.stack([q[s] for q in all_q]), axis=0) for s in splits})
+        for kappa in args.kappa:  # pessimism: mean - kappa * spread across the checkpoints
+            report(f"ensemble (mean - {kappa} std)", {
+                s: np.mean(np.stack([q[s] for q in all_q]), axis=0) - kappa * np.std(np.stack([q[s] for q in all_q]), axis=0)
+                for s in splits})
 
 
 if __name__ == "__main__":

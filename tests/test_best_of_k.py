@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cyntra.errors import CyntraError
 from cyntra.kernel.runner import run_kernel
 from cyntra.kernel.session import KernelSession
 from cyntra.planner.action_space import ACTION_FIELDS, ActionSpace
@@ -28,6 +29,7 @@ from cyntra.planner.best_of_k import (
     best_run,
     collect_best_of_k,
     derive_outcome,
+    history_decisions,
     labels_path,
     select_plans,
 )
@@ -142,6 +144,30 @@ def test_budget_stops_before_overspending(ws: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "budget: stopped before decision" in res.output
     assert len(_rows(ws)) == report.decisions_labelled  # nothing more was run
+
+
+def test_per_issue_labels_retries_too(ws: Path) -> None:
+    """One decision per issue by default; ``per_issue=None`` (CLI ``--per-issue 0``) labels every
+    decision, retries included; ``per_issue=2`` at most two of each issue's."""
+    history, _, _ = history_decisions(KernelSession.open(ws).workspace)
+    per: dict[str, int] = {}
+    for h in history:
+        per[h.issue.id] = per.get(h.issue.id, 0) + 1
+    retried = sorted(i for i, n in per.items() if n >= 2)
+    assert retried, "the fixture history should retry some issue"
+    one = collect_best_of_k(ws, k=1, seed=0)
+    assert one.decisions_labelled == len(per)  # one per issue
+    shutil.rmtree(ws / ".cyntra" / "best_of_k")
+    every = collect_best_of_k(ws, k=1, seed=0, per_issue=None)
+    assert every.decisions_labelled == len(history)
+    rows = _rows(ws)
+    assert len({r.decision_id for r in rows}) == len(history)
+    assert {r.issue_id for r in rows if r.attempt > 0} >= set(retried)  # the retries have labels
+    shutil.rmtree(ws / ".cyntra" / "best_of_k")
+    two = collect_best_of_k(ws, k=1, seed=0, per_issue=2)
+    assert two.decisions_labelled == sum(min(2, n) for n in per.values())
+    with pytest.raises(CyntraError, match="per_issue"):
+        collect_best_of_k(ws, k=1, per_issue=0)
 
 
 def test_plan_selection_is_stratified_and_seeded() -> None:

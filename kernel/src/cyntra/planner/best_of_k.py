@@ -139,6 +139,7 @@ class BestOfKReport(BaseModel):
     workspace: str
     k: int
     seed: int
+    per_issue: int | None = 1  # decisions labelled per issue; None: every decision
     decisions_available: int
     decisions_labelled: int = 0
     plans_run: int = 0
@@ -356,9 +357,15 @@ def collect_best_of_k(
     n_issues: int | None = None,
     seed: int = 0,
     until: str | None = None,
+    per_issue: int | None = 1,
     echo: Callable[[str], None] | None = None,
 ) -> BestOfKReport:
-    """Label up to ``n_issues`` past decisions (one per issue, seeded sample) with K plans each."""
+    """Label past decisions of up to ``n_issues`` issues with K plans each.
+
+    ``per_issue`` decisions are sampled (seeded) from each issue's history, ``None`` takes them
+    all. One per issue spreads a budget over the most issues; all of them also labels every retry,
+    which a one-per-issue sample under-represents (an issue that failed twice has three decisions
+    and one label)."""
     from cyntra.kernel.dispatcher import Dispatcher
     from cyntra.kernel.session import KernelSession
     from cyntra.sim.backend import sim_context
@@ -385,8 +392,19 @@ def collect_best_of_k(
     rng.shuffle(issue_ids)
     if n_issues is not None:
         issue_ids = issue_ids[:n_issues]
-    picked = sorted((rng.choice(by_issue[i]) for i in issue_ids), key=lambda h: (h.time, h.record.decision_id))
-    report = BestOfKReport(workspace=str(ws.root), k=k, seed=seed, decisions_available=len(history),
+    if per_issue is not None and per_issue < 1:
+        raise CyntraError("per_issue must be at least 1 (None: every decision)")
+    chosen: list[HistoryDecision] = []
+    for i in issue_ids:
+        options = by_issue[i]
+        if per_issue == 1:
+            chosen.append(rng.choice(options))  # the historical draw: same labels for the same seed
+        elif per_issue is None or per_issue >= len(options):
+            chosen += options
+        else:
+            chosen += rng.sample(options, per_issue)
+    picked = sorted(chosen, key=lambda h: (h.time, h.record.decision_id))
+    report = BestOfKReport(workspace=str(ws.root), k=k, seed=seed, per_issue=per_issue, decisions_available=len(history),
                            budget_usd=budget_usd, skipped=dict(sorted(skipped.items())), labels=str(out_path))
     config = session.config
     space = session.space
@@ -531,16 +549,20 @@ async def _safe_dispatch(dispatcher: Any, issue: Issue, plan: DispatchPlan, reco
 @click.option("--budget", "budget_usd", type=click.FloatRange(min=0), default=None,
               help="Cap on the total cost (USD) of the runs; collection stops before exceeding it.")
 @click.option("--issues", "n_issues", type=click.IntRange(min=1), default=None,
-              help="Label at most this many past decisions (one per issue; default: all issues).")
+              help="Label decisions of at most this many issues (default: all issues).")
+@click.option("--per-issue", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Decisions labelled per issue, sampled from its history; 0 labels every decision "
+                   "(retries included).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--until", default=None, help="Only decisions before this ISO time.")
 @click.option("--json", "as_json", is_flag=True)
-def best_of_k_cmd(workspace: Path, k: int, budget_usd: float | None, n_issues: int | None, seed: int,
-                  until: str | None, as_json: bool) -> None:
+def best_of_k_cmd(workspace: Path, k: int, budget_usd: float | None, n_issues: int | None, per_issue: int,
+                  seed: int, until: str | None, as_json: bool) -> None:
     """Execute K valid plans per past decision through the kernel and store best-of-K labels."""
     try:
         report = collect_best_of_k(workspace, k=k, budget_usd=budget_usd, n_issues=n_issues, seed=seed,
-                                   until=until, echo=None if as_json else click.echo)
+                                   until=until, per_issue=per_issue or None,
+                                   echo=None if as_json else click.echo)
     except CyntraError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -370,6 +370,7 @@ def run_benchmark(
     k: int = 6,
     epsilon: float = 0.2,
     bok_issues: int | None = None,
+    bok_per_issue: int | None = 1,
     epochs: int | None = None,
     quick: bool = False,
     model: dict[str, Any] | None = None,
@@ -426,7 +427,7 @@ def run_benchmark(
 
     # 2. best-of-K on a sample of history decisions.
     t = time.perf_counter()
-    bok = collect_best_of_k(hist, k=k, n_issues=n_bok, seed=seed)
+    bok = collect_best_of_k(hist, k=k, n_issues=n_bok, seed=seed, per_issue=bok_per_issue)
     say(f"best-of-{k}: {bok.decisions_labelled} decisions, {bok.plans_run} plans, {bok.derived_rewards} derived rewards")
     timings["best_of_k"] = time.perf_counter() - t
 
@@ -641,7 +642,9 @@ def render_markdown(r: BenchmarkResult) -> str:
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--k", "k", type=click.IntRange(min=1, max=20), default=None, help="Best-of-K plans (default 6; quick 4).")
 @click.option("--epsilon", type=click.FloatRange(min=0, max=1), default=0.2, show_default=True)
-@click.option("--bok-issues", type=click.IntRange(min=1), default=None, help="Decisions to label (default: all issues).")
+@click.option("--bok-issues", type=click.IntRange(min=1), default=None, help="Issues to label (default: all issues).")
+@click.option("--bok-per-issue", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Best-of-K decisions labelled per issue; 0 labels every decision, retries included.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
 @click.option("--outcome-objective", type=click.Choice(["factored", "value"]), default="factored", show_default=True,
               help="How urm-outcome learns: pass probability and spend per plan (factored) or utility (value).")
@@ -649,14 +652,15 @@ def render_markdown(r: BenchmarkResult) -> str:
               help="Cross-fitting folds for the learned strategies' OPE (0 or 1: in-sample).")
 @click.option("--quick", is_flag=True, help="Small and fast (≤ 90 s on 2 cores): for demos and tests.")
 def benchmark_cmd(profile: str, n_issues: int | None, eval_issues: int | None, seed: int, out: Path, k: int | None,
-                  epsilon: float, bok_issues: int | None, epochs: int | None, outcome_objective: str,
-                  ope_folds: int, quick: bool) -> None:
+                  epsilon: float, bok_issues: int | None, bok_per_issue: int, epochs: int | None,
+                  outcome_objective: str, ope_folds: int, quick: bool) -> None:
     """End to end: history with exploration → best-of-K → dataset → imitation and outcome models → held-out run vs the oracle."""
     n = n_issues if n_issues is not None else (100 if quick else 600)
     try:
         result = run_benchmark(out, profile=profile, n_issues=n, eval_issues=eval_issues if eval_issues is not None
                                else (50 if quick else None), seed=seed, k=k if k is not None else (4 if quick else 6),
                                epsilon=epsilon, bok_issues=bok_issues if bok_issues is not None else (40 if quick else None),
+                               bok_per_issue=bok_per_issue or None,
                                epochs=epochs, quick=quick, outcome_objective=outcome_objective,
                                ope_folds=ope_folds, echo=click.echo)
     except CyntraError as exc:
