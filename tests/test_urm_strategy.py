@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -259,10 +260,8 @@ def test_no_checkpoint_configured_falls_back(tmp_path: Path, mode: str) -> None:
     _assert_fell_back(report, records, mode, "no planner.checkpoint configured")
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_missing_torch_falls_back(tmp_path: Path, mode: str) -> None:
-    """A Python in which ``import torch`` fails: the kernel still dispatches (and never needed torch)."""
-    ws = _fresh_ws(tmp_path, strategy=mode, planner={"checkpoint": "ckpt"})
+def _run_without_torch(ws: Path) -> dict[str, Any]:
+    """``cyntra run --once --json`` in a Python where ``import torch`` fails."""
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "from cyntra.cli import main\n"
@@ -271,9 +270,86 @@ def test_missing_torch_falls_back(tmp_path: Path, mode: str) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    report: dict[str, Any] = json.loads(proc.stdout)
+    return report
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_without_torch_a_missing_checkpoint_falls_back(tmp_path: Path, mode: str) -> None:
+    """A Python in which ``import torch`` fails: the kernel still dispatches (and never needed torch)."""
+    ws = _fresh_ws(tmp_path, strategy=mode, planner={"checkpoint": "ckpt"})
+    report = _run_without_torch(ws)
     records = list(Ledger(ws / ".cyntra" / "decisions").read().decisions)
-    _assert_fell_back(report, records, mode, "torch is not installed")
+    _assert_fell_back(report, records, mode, "not found")
+
+
+def test_without_torch_cuda_is_refused_with_the_reason(trained: Path, tmp_path: Path) -> None:
+    ws = _fresh_ws(tmp_path, strategy="urm", planner={"checkpoint": str(trained), "device": "cuda"})
+    report = _run_without_torch(ws)
+    records = list(Ledger(ws / ".cyntra" / "decisions").read().decisions)
+    _assert_fell_back(report, records, "urm", "planner.device is cuda but torch is not installed")
+
+
+def test_without_torch_the_numpy_runtime_decides_as_torch_does(trained: Path, tmp_path: Path) -> None:
+    """No torch: the checkpoint loads into the numpy forward and decides; same workspace, same
+    decisions as the torch-loaded strategy (plans, checkpoint hash, confidences to 1e-4)."""
+    planner = {"checkpoint": str(trained), "device": "cpu"}
+    with_torch = _fresh_ws(tmp_path / "a", strategy="urm", planner=planner)
+    without = _fresh_ws(tmp_path / "b", strategy="urm", planner=planner)
+    report_t, records_t = _dispatch_once(with_torch)
+    report_n = _run_without_torch(without)
+    records_n = list(Ledger(without / ".cyntra" / "decisions").read().decisions)
+    assert report_n["dispatched"] == report_t["dispatched"] >= 1
+    assert len(records_n) == len(records_t)
+    sha = (trained / "checkpoint.sha256").read_text().split()[0]
+    for rt, rn in zip(records_t, records_n, strict=True):
+        assert rn.candidate is not None and rn.candidate.status == "ok", rn.candidate
+        assert rn.applied.source == "candidate" and rn.fallback_reason is None
+        assert rn.checkpoint_sha256 == rt.checkpoint_sha256 == sha
+        assert rt.candidate is not None and rn.candidate.action == rt.candidate.action
+        assert rn.applied.action == rt.applied.action
+        assert rn.candidate.confidence == pytest.approx(rt.candidate.confidence, abs=1e-4)
+
+
+def test_numpy_loader_refuses_what_the_torch_loader_refuses(ckpt_copy: Path) -> None:
+    """Same checks: a corrupt weights file and foreign actions are refused with the same reasons;
+    a weights file with an extra tensor is refused too (the torch loader is strict as well)."""
+    from safetensors.numpy import load as np_load
+    from safetensors.numpy import save as np_save
+
+    from planner_model.checkpoint import CheckpointError, load_checkpoint
+    from planner_model.runtime import load_numpy_checkpoint
+
+    ok = load_numpy_checkpoint(ckpt_copy)
+    ref = load_checkpoint(ckpt_copy)
+    ids = np.ones((2, ok.config.seq_len), dtype=np.int64)
+    from planner_model.runtime import NumpyURM
+
+    want, _ = NumpyURM.from_model(ref.model)(ids)
+    got, _ = ok.model(ids)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], atol=1e-6)
+    reasons = []
+    for loader in (load_numpy_checkpoint, load_checkpoint):
+        with pytest.raises(CheckpointError) as err:
+            loader(ckpt_copy, expected_actions=["serial_handoff/p1/15m/c1"])
+        reasons.append(err.value.reason)
+    assert reasons[0] == reasons[1] and "action space mismatch" in reasons[0]
+    weights = ckpt_copy / "model.safetensors"
+    arrays = np_load(weights.read_bytes())
+    arrays["extra.weight"] = np.zeros((2, 2), dtype=np.float32)
+    data = np_save(arrays)
+    weights.write_bytes(data)
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
+    (ckpt_copy / "checkpoint.sha256").write_text(digest + "\n")
+    meta = json.loads((ckpt_copy / "checkpoint.json").read_text())
+    meta["weights_sha256"] = digest
+    (ckpt_copy / "checkpoint.json").write_text(json.dumps(meta))
+    for loader in (load_numpy_checkpoint, load_checkpoint):
+        with pytest.raises(CheckpointError, match="weights do not fit the model config"):
+            loader(ckpt_copy)
 
 
 # -- device selection ------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ Training state for ``--resume`` (optimizer moments, EMA weights) is stored the s
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import subprocess
 from dataclasses import dataclass
@@ -24,26 +23,22 @@ from safetensors.torch import save as st_save
 import cyntra
 from cyntra.clock import now_iso
 from cyntra.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from planner_model.checkpoint_files import (  # re-exported: the torch-free half of this module
+    HASH,
+    META,
+    SCHEMA_VERSION,
+    WEIGHTS,
+    CheckpointError,
+    read_checkpoint_meta,
+    read_weights_bytes,
+    sha256_bytes,
+    verified_meta,
+)
 from planner_model.config import URMConfig
 from planner_model.model import URM
 
-SCHEMA_VERSION = "cyntra.planner_checkpoint.v1"
-WEIGHTS = "model.safetensors"
-META = "checkpoint.json"
-HASH = "checkpoint.sha256"
-
-
-class CheckpointError(Exception):
-    """A checkpoint that must not be used; ``reason`` says why (for the decision record)."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
+__all__ = ["HASH", "META", "SCHEMA_VERSION", "WEIGHTS", "CheckpointError", "LoadedCheckpoint", "load_checkpoint",
+           "read_checkpoint_meta", "read_verified_tensors", "save_checkpoint", "sha256_bytes"]
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
@@ -125,34 +120,11 @@ class LoadedCheckpoint:
 
 
 def read_verified_tensors(path: Path, expected_sha256: str | None) -> tuple[dict[str, torch.Tensor], str]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"missing file {path.name} in {path.parent}") from None
-    digest = sha256_bytes(data)
-    if expected_sha256 is not None and digest != expected_sha256:
-        raise CheckpointError(
-            f"{path.name} is corrupt: sha256 {digest[:12]}… does not match the recorded {expected_sha256[:12]}…"
-        )
+    data, digest = read_weights_bytes(path, expected_sha256)
     try:
         return st_load(data), digest
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"{path.name} is not a readable safetensors file: {exc}") from None
-
-
-def read_checkpoint_meta(ckpt_dir: str | Path) -> dict[str, Any]:
-    path = Path(ckpt_dir) / META
-    if not Path(ckpt_dir).is_dir():
-        raise CheckpointError(f"checkpoint directory {ckpt_dir} does not exist")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"missing file {META} in {ckpt_dir}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{META} is not valid JSON: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("schema_version") != SCHEMA_VERSION:
-        raise CheckpointError(f"{META} is not a {SCHEMA_VERSION} checkpoint")
-    return meta
 
 
 def load_checkpoint(
@@ -165,28 +137,8 @@ def load_checkpoint(
 ) -> LoadedCheckpoint:
     """Load and verify a checkpoint; raise ``CheckpointError(reason)`` if it must not be used."""
     root = Path(ckpt_dir)
-    meta = read_checkpoint_meta(root)
-    try:
-        recorded = (root / HASH).read_text(encoding="utf-8").split()[0]
-    except (FileNotFoundError, IndexError):
-        raise CheckpointError(f"missing or empty {HASH} in {root}") from None
-    if meta.get("weights_sha256") not in (None, recorded):
-        raise CheckpointError(f"{HASH} and {META} disagree on the weights hash")
-    if expected_actions is not None and list(meta.get("actions", [])) != list(expected_actions):
-        raise CheckpointError(
-            f"action space mismatch: checkpoint has {len(meta.get('actions', []))} actions "
-            f"{meta.get('actions', [])[:3]}…, workspace has {len(expected_actions)} {list(expected_actions)[:3]}…"
-        )
-    if expected_swarms is not None:
-        ours = sorted(meta.get("swarm_types", {}))
-        theirs = sorted(expected_swarms)
-        same_types = not isinstance(expected_swarms, dict) or dict(expected_swarms) == meta.get("swarm_types")
-        if ours != theirs or not same_types:
-            raise CheckpointError(f"swarm mismatch: checkpoint trained for {meta.get('swarm_types')}, workspace has {expected_swarms}")
-    if expected_vocab_sha256 is not None and meta.get("vocab_sha256") != expected_vocab_sha256:
-        raise CheckpointError(
-            f"vocabulary mismatch: checkpoint vocab sha256 {str(meta.get('vocab_sha256'))[:12]}…, expected {expected_vocab_sha256[:12]}…"
-        )
+    meta, recorded = verified_meta(root, expected_actions=expected_actions, expected_swarms=expected_swarms,
+                                   expected_vocab_sha256=expected_vocab_sha256)
     tensors, digest = read_verified_tensors(root / WEIGHTS, recorded)
     try:
         config = URMConfig.from_dict(dict(meta["model_config"]))

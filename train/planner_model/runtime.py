@@ -7,13 +7,16 @@ most of the time (a batch-1 decision runs ~150 small ops), and numpy's per-op co
 of it. Training, CUDA and large batches stay on torch. Imports numpy only.
 
 Weights come from a state dict (``URM.state_dict()`` names), so any checkpoint the torch loader
-verified runs here unchanged.
+verified runs here unchanged; :func:`load_numpy_checkpoint` reads and verifies one without torch
+(a kernel installed without the ``model`` extra still runs the ``urm`` strategy on CPU).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -164,3 +167,88 @@ class NumpyURM:
         logits = {name: pooled @ w + bias for name, (w, bias) in self.heads.items()}
         values = pooled @ self.value[0] + self.value[1] if self.value is not None else None
         return logits, values
+
+
+class _Reads(dict[str, Any]):
+    """A state dict that remembers which names were read (to refuse weights the config leaves unused)."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        super().__init__(data)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self.read.add(key)
+        return super().__contains__(key)
+
+
+@dataclass
+class NumpyCheckpoint:
+    """A verified checkpoint loaded without torch: the numpy forward plus its metadata (the fields
+    of ``planner_model.checkpoint.LoadedCheckpoint`` the kernel reads)."""
+
+    model: NumpyURM
+    config: URMConfig
+    meta: dict[str, Any]
+    sha256: str
+    path: Path
+
+    @property
+    def temperature(self) -> float:
+        return float(self.meta.get("temperature", 1.0))
+
+
+def load_numpy_checkpoint(
+    ckpt_dir: str | Path,
+    *,
+    expected_actions: list[str] | None = None,
+    expected_swarms: list[str] | dict[str, str] | None = None,
+    expected_vocab_sha256: str | None = None,
+) -> NumpyCheckpoint:
+    """``load_checkpoint`` for a kernel without torch: the same checks (shared code), safetensors'
+    numpy reader, and every weight read by the numpy forward (unused or missing names, wrong shapes
+    and non-finite outputs refuse the checkpoint). Raises ``CheckpointError``."""
+    from safetensors.numpy import load as np_load
+
+    from planner_model.checkpoint_files import (
+        WEIGHTS,
+        CheckpointError,
+        read_weights_bytes,
+        verified_meta,
+    )
+
+    root = Path(ckpt_dir)
+    meta, recorded = verified_meta(root, expected_actions=expected_actions, expected_swarms=expected_swarms,
+                                   expected_vocab_sha256=expected_vocab_sha256)
+    data, digest = read_weights_bytes(root / WEIGHTS, recorded)
+    try:
+        arrays = np_load(data)
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"{WEIGHTS} is not a readable safetensors file: {exc}") from None
+    try:
+        config = URMConfig.from_dict(dict(meta["model_config"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"invalid model_config in checkpoint.json: {exc}") from None
+    sd = _Reads(arrays)
+    try:
+        model = NumpyURM(config, sd)
+        if model.embed.shape != (config.vocab_size, config.hidden):
+            raise ValueError(f"embed.weight is {model.embed.shape}, the config needs "
+                             f"{(config.vocab_size, config.hidden)}")
+        unused = sorted(set(arrays) - sd.read)
+        if unused:
+            raise ValueError(f"unexpected weights {unused[:3]}")
+        logits, values = model(np.ones((1, config.seq_len), dtype=np.int64))
+        outputs = [*logits.values(), *([values] if values is not None else [])]
+        if not all(np.isfinite(x).all() for x in outputs):
+            raise ValueError("non-finite outputs")
+        if values is not None and values.shape[1] != config.n_actions * config.value_outputs:
+            raise ValueError(f"value head gives {values.shape[1]} outputs, the config needs "
+                             f"{config.n_actions * config.value_outputs}")
+    except (KeyError, ValueError, IndexError) as exc:
+        raise CheckpointError(f"weights do not fit the model config: {exc}") from None
+    return NumpyCheckpoint(model=model, config=config, meta=meta, sha256=digest, path=root)

@@ -1,7 +1,9 @@
 """The ``urm`` strategy: the learned planner, loaded once, deciding a whole scheduling cycle in one batch.
 
-Imported only when asked for, so the kernel runs without torch. Every failure to load — no torch,
-no checkpoint configured, a missing, corrupt or mismatched checkpoint — raises
+Imported only when asked for. With torch installed the checkpoint loads into the torch model
+(small CPU batches still run on the numpy forward); without torch it loads straight into the
+numpy forward (CPU only), so a kernel installed without the ``model`` extra can still decide with
+a trained planner. Every failure to load — ``device: cuda`` without torch, no checkpoint configured, a missing, corrupt or mismatched checkpoint — raises
 ``StrategyUnavailable`` with the reason, which the engine records before falling back. Inference
 errors and non-finite outputs raise; the engine records those too. Decisions are restricted to
 valid tuples and, when the engine passes the clamp's allowed set, to plans the policy allows.
@@ -104,14 +106,19 @@ class URMStrategy(BaseStrategy):
         self.clamp = clamp
         # Small CPU batches run on the numpy forward (same outputs; a test checks it): at batch
         # 1-2 torch's per-op dispatch is most of the latency. Larger batches and CUDA use torch.
-        self.np_model: Any = None
-        if device == "cpu":
-            from planner_model.runtime import NumpyURM
+        # A checkpoint loaded without torch (``load_numpy_checkpoint``) runs every batch on numpy.
+        from planner_model.runtime import NumpyURM
 
+        self.torch_free = isinstance(self.model, NumpyURM)
+        self.np_model: Any = self.model if self.torch_free else None
+        if device == "cpu" and not self.torch_free:
             self.np_model = NumpyURM.from_model(self.model)
 
     def warm_up(self) -> None:
         """One forward pass at load, so the first real decision does not pay for lazy init."""
+        if self.torch_free:
+            self.np_model(np.ones((1, self.seq_len), dtype=np.int64))
+            return
         import torch
 
         if self.device == "cpu":
@@ -129,7 +136,8 @@ class URMStrategy(BaseStrategy):
             "checkpoint_sha256": self.loaded.sha256,
             "decision": self.decision_mode,
             "device": self.device,
-            "runtime": f"numpy (batch <= {NUMPY_MAX_BATCH}), torch" if self.np_model is not None else "torch",
+            "runtime": ("numpy (torch not installed)" if self.torch_free
+                        else f"numpy (batch <= {NUMPY_MAX_BATCH}), torch" if self.np_model is not None else "torch"),
         }
 
     def decide(self, ctx: StrategyContext) -> StrategyDecision:
@@ -137,7 +145,7 @@ class URMStrategy(BaseStrategy):
 
     def _forward(self, ids: np.ndarray[Any, Any]) -> tuple[list[np.ndarray[Any, Any]], np.ndarray[Any, Any] | None]:
         """Per-head logits (``ACTION_FIELDS`` order) and raw values, as float32 numpy arrays."""
-        if self.np_model is not None and len(ids) <= NUMPY_MAX_BATCH:
+        if self.np_model is not None and (self.torch_free or len(ids) <= NUMPY_MAX_BATCH):
             logits, values = self.np_model(ids)
             return [logits[f] for f in ACTION_FIELDS], values
         import torch
@@ -210,10 +218,17 @@ class URMStrategy(BaseStrategy):
 
 
 def build_urm_strategy(env: StrategyEnv) -> URMStrategy:
+    """Load the configured checkpoint: with torch when it is installed, else with the numpy runtime
+    (CPU only; the same checks refuse the same checkpoints)."""
     try:
         import torch  # noqa: F401
+
+        have_torch = True
     except ImportError:
-        raise StrategyUnavailable("torch is not installed (pip install 'cyntra-swarm-planner[model]')") from None
+        have_torch = False
+    if not have_torch and env.config.planner.device == "cuda":
+        raise StrategyUnavailable("planner.device is cuda but torch is not installed "
+                                  "(pip install 'cyntra-swarm-planner[model]')")
     ref = env.config.planner.checkpoint
     if not ref:
         raise StrategyUnavailable("no planner.checkpoint configured")
@@ -222,18 +237,24 @@ def build_urm_strategy(env: StrategyEnv) -> URMStrategy:
         path = env.workspace / path
     if not path.is_dir():
         raise StrategyUnavailable(f"checkpoint {path} not found")
-    from planner_model.checkpoint import CheckpointError, load_checkpoint
+    from planner_model.checkpoint_files import CheckpointError
 
-    device = resolve_device(env.config.planner.device)
+    actions = [a.label() for a in env.space.actions]
+    swarms: dict[str, str] = dict(env.space.swarm_types)
     try:
-        loaded = load_checkpoint(
-            path,
-            expected_actions=[a.label() for a in env.space.actions],
-            expected_swarms=dict(env.space.swarm_types),
-            device=device,
-        )
+        loaded: Any
+        if have_torch:
+            from planner_model.checkpoint import load_checkpoint
+
+            device = resolve_device(env.config.planner.device)
+            loaded = load_checkpoint(path, device=device, expected_actions=actions, expected_swarms=swarms)
+        else:
+            from planner_model.runtime import load_numpy_checkpoint
+
+            device = "cpu"
+            loaded = load_numpy_checkpoint(path, expected_actions=actions, expected_swarms=swarms)
     except CheckpointError as exc:
-        raise StrategyUnavailable(f"checkpoint refused: {exc.reason if hasattr(exc, 'reason') else exc}") from None
+        raise StrategyUnavailable(f"checkpoint refused: {exc.reason}") from None
     except Exception as exc:  # a checkpoint must never stop the kernel
         raise StrategyUnavailable(f"checkpoint unreadable: {type(exc).__name__}: {exc}") from None
     strategy = URMStrategy(loaded, env.space, device, clamp=_clamp_for(env), objective=env.config.objective)
