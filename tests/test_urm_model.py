@@ -115,6 +115,9 @@ def test_gradients_only_through_last_loops() -> None:
 def test_config_validation_and_round_trip() -> None:
     cfg = tiny()
     assert URMConfig.from_dict(cfg.to_dict()) == cfg
+    assert "value_wide" not in cfg.to_dict()  # default omitted: older readers load the checkpoint
+    wide = tiny(value_wide=True)
+    assert URMConfig.from_dict(wide.to_dict()) == wide and wide.to_dict()["value_wide"] is True
     with pytest.raises(ValueError, match="grad_loops"):
         tiny(grad_loops=5)
     with pytest.raises(ValueError, match="conv_kernel"):
@@ -183,8 +186,8 @@ def test_temperature_scaling_reduces_nll_on_overconfident_toy() -> None:
 @pytest.mark.parametrize(
     "kw",
     [{}, {"pool": "mean"}, {"layers": 2, "conv_kernel": 5, "loops": 2, "grad_loops": 2}, {"conv_kernel": 1, "n_heads": 4},
-     {"n_actions": 0}],
-    ids=["default", "mean", "deep-k5", "k1-4heads", "no-value-head"],
+     {"n_actions": 0}, {"value_wide": True, "value_outputs": 2}],
+    ids=["default", "mean", "deep-k5", "k1-4heads", "no-value-head", "wide-factored"],
 )
 @pytest.mark.parametrize("batch", [1, 4])
 def test_numpy_runtime_matches_torch(kw: dict[str, object], batch: int) -> None:
@@ -208,6 +211,30 @@ def test_numpy_runtime_matches_torch(kw: dict[str, object], batch: int) -> None:
     else:
         assert n_values is not None
         np.testing.assert_allclose(n_values, t_values.numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_wide_path_reads_which_tokens_are_present() -> None:
+    """The wide path adds Σ of the present tokens' weights (once per token, padding excluded), so a
+    repeated token or more padding changes nothing, and a token the row lacks contributes nothing."""
+    torch.manual_seed(3)
+    model = URM(tiny(value_wide=True)).eval()
+    assert model.wide is not None
+    with torch.no_grad():
+        model.wide.weight.normal_(0.0, 1.0)
+        model.wide.bias.normal_(0.0, 1.0)
+    ids = torch.zeros((1, 24), dtype=torch.int64)
+    ids[0, :4] = torch.tensor([1, 7, 9, 7])
+    bag = torch.zeros(1, model.cfg.vocab_size)
+    bag[0, [1, 7, 9]] = 1.0
+    with torch.inference_mode():
+        _, values = model(ids)
+        pooled = model.encode(ids)
+        assert model.value is not None and values is not None
+        expected = model.value(pooled) + bag @ model.wide.weight.T + model.wide.bias
+    np.testing.assert_allclose(values.numpy(), expected.numpy(), atol=1e-5)
+    _, n_values = NumpyURM.from_model(model)(ids.numpy())
+    assert n_values is not None
+    np.testing.assert_allclose(n_values, values.numpy(), atol=1e-4)
 
 
 @pytest.mark.parametrize("length", [1, 2, 3])

@@ -348,3 +348,52 @@ def test_train_cli_refuses_factored_without_its_arrays(data: Path, tmp_path: Pat
     assert res.exit_code == 2
     assert "error: the factored objective needs the action_passed/action_spend" in res.output
     assert not (tmp_path / "ck" / "checkpoint.json").exists()
+
+
+@pytest.fixture(scope="module")
+def linear_ckpt(factored_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("lckpt")
+    tc = TrainConfig(epochs=6, batch_size=32, lr=1e-2, seed=0, quiet=True, device="cpu", num_threads=1,
+                     extra={"objective": "factored", "value_model": "linear"})
+    train(factored_data, out, tc, TINY)
+    return out
+
+
+def test_linear_value_is_refitted_on_tokens_and_decides(factored_data: Path, linear_ckpt: Path, tmp_path: Path) -> None:
+    """``value_model: linear``: the kept epoch's encoder, its value head zeroed, the wide path fitted
+    full-batch for each L2 in the grid; the kept L2 is the one with the lowest validation loss. The
+    strategy decides by argmax Q with it, on torch and on the numpy runtime alike."""
+    from planner_model.runtime import load_numpy_checkpoint
+    from planner_model.train import LINEAR_L2_GRID
+
+    meta = json.loads((linear_ckpt / "checkpoint.json").read_text())
+    assert meta["model_config"]["value_wide"] is True and meta["train_config"]["decision"] == "factored"
+    fit = meta["metrics"]["value_fit"]
+    assert [g["l2"] for g in fit["grid"]] == list(LINEAR_L2_GRID)
+    assert fit["l2"] == min(fit["grid"], key=lambda g: g["val_value_loss"])["l2"]
+    loaded = load_checkpoint(linear_ckpt)
+    assert loaded.model.value is not None and loaded.model.wide is not None
+    assert float(loaded.model.value.weight.detach().abs().max()) == 0.0 == float(loaded.model.value.bias.detach().abs().max())
+    inputs = np.load(factored_data / "test__inputs.npy")
+    good = np.load(factored_data / "test__target_action.npy")
+    raw = predict_values(loaded.model, inputs, torch.device("cpu"))
+    q = factored_q(raw, PASS_VALUE, 0.0, meta["train_config"]["extra"]["spend_norm"])
+    assert (q.argmax(axis=1) == good).mean() >= 0.3  # chance 0.05; a linear map misses the task's interactions
+    _, np_raw = load_numpy_checkpoint(linear_ckpt).model(inputs[:8])
+    np.testing.assert_allclose(np_raw, raw[:8], atol=1e-4)
+    space = ActionSpace()
+    labels = [a.label() for a in space.actions]
+    cfg = KernelConfig.model_validate({"planner": {"checkpoint": str(linear_ckpt), "device": "cpu"}})
+    strategy = build_urm_strategy(StrategyEnv(workspace=tmp_path, config=cfg, space=space))
+    assert strategy.describe()["decision"] == "factored"
+    decisions = strategy.decide_batch([_ctx(_issue(i, "M", "low"), space, labels) for i in range(4)])
+    assert all(d.action.label() in labels and d.expected_utility is not None for d in decisions)
+
+
+def test_linear_value_needs_the_factored_objective(data: Path, tmp_path: Path) -> None:
+    from planner_model.train import TrainingInputError
+
+    for extra in ({"objective": "value", "value_model": "linear"}, {"objective": "factored", "value_model": "forest"}):
+        tc = TrainConfig(epochs=1, quiet=True, device="cpu", extra=extra)
+        with pytest.raises(TrainingInputError, match="value_model"):
+            train(data, tmp_path / "x", tc, TINY)

@@ -35,6 +35,8 @@ from cyntra.errors import CyntraError
 @click.option("--loops", type=int, default=None)
 @click.option("--grad-loops", type=int, default=None)
 @click.option("--pool", type=click.Choice(["cls", "mean"]), default=None)
+@click.option("--value-wide", is_flag=True, default=None,
+              help="value objectives: add a linear path from the input tokens to the value outputs (wide & deep)")
 @click.option("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
 @click.option("--quiet", is_flag=True)
 def train_cmd(
@@ -42,7 +44,7 @@ def train_cmd(
     weight_decay: float, seed: int, ema: bool, patience: int, class_weights: bool,
     value_loss_weight: float, resume: bool, hidden: int | None, n_heads: int | None,
     layers: int | None, loops: int | None, grad_loops: int | None, pool: str | None,
-    threads: int, quiet: bool, objective: str = "imitation",
+    threads: int, quiet: bool, objective: str = "imitation", value_wide: bool | None = None,
 ) -> None:
     """Train the URM planner on a dataset directory (also: torchrun -m planner_model.train)."""
     from planner_model.config import TrainConfig
@@ -56,7 +58,8 @@ def train_cmd(
     )
     overrides: dict[str, Any] = {
         k: v for k, v in {"hidden": hidden, "n_heads": n_heads, "layers": layers, "loops": loops,
-                          "grad_loops": grad_loops, "pool": pool}.items() if v is not None
+                          "grad_loops": grad_loops, "pool": pool, "value_wide": value_wide or None}.items()
+        if v is not None
     }
     try:
         result = train(data_dir, out_dir, tc, overrides, resume=resume)

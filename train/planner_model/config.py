@@ -21,6 +21,7 @@ class URMConfig:
     seq_len: int = 96
     n_actions: int = 0  # > 0 adds a value head predicting a utility per action: Q(x, a)
     value_outputs: int = 1  # outputs per action: 1 = Q(x, a); 2 = [pass logit, spend] (the factored objective)
+    value_wide: bool = False  # add a linear path from the bag of input tokens to the value outputs (wide & deep)
     hidden: int = 32
     n_heads: int = 2
     layers: int = 1
@@ -60,6 +61,8 @@ class URMConfig:
         out["heads"] = [[name, size] for name, size in self.heads]  # a list keeps the order in JSON
         if self.value_outputs == 1:
             del out["value_outputs"]  # the default: checkpoints stay readable by versions that predate the key
+        if not self.value_wide:
+            del out["value_wide"]  # likewise
         return out
 
     @classmethod

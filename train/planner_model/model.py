@@ -123,6 +123,14 @@ class Block(nn.Module):
         return out
 
 
+def token_bag(ids: Tensor, vocab_size: int) -> Tensor:
+    """Which tokens each row holds [B, vocab] (1.0 present, padding excluded): the wide path's input."""
+    bag = torch.zeros(ids.shape[0], vocab_size, device=ids.device)
+    bag.scatter_(1, ids.long(), 1.0)
+    bag[:, 0] = 0.0
+    return bag
+
+
 class URM(nn.Module):
     """The planner model: token ids [B, L] → per-head logits (+ optional per-action values)."""
 
@@ -134,6 +142,14 @@ class URM(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.heads = nn.ModuleDict({name: nn.Linear(cfg.hidden, n) for name, n in cfg.heads})
         self.value = nn.Linear(cfg.hidden, cfg.n_actions * cfg.value_outputs) if cfg.n_actions > 0 else None
+        # Wide & deep: a linear map from which tokens are present to the value outputs, beside the
+        # encoder's. Few parameters per effect and no interactions to overfit: on small histories
+        # it fits the per-plan outcomes more stably than the encoder alone (docs/beat-the-heuristic.md).
+        self.wide = (nn.Linear(cfg.vocab_size, cfg.n_actions * cfg.value_outputs)
+                     if cfg.n_actions > 0 and cfg.value_wide else None)
+        if self.wide is not None:
+            nn.init.zeros_(self.wide.weight)
+            nn.init.zeros_(self.wide.bias)
         self.rope: Tensor
         rope = rotary_table(cfg.seq_len, cfg.hidden // cfg.n_heads, cfg.rope_base)
         self.register_buffer("rope", rope, persistent=False)
@@ -184,6 +200,8 @@ class URM(nn.Module):
         pooled = self.encode(ids)
         logits = {name: head(pooled) for name, head in self.heads.items()}
         values = self.value(pooled) if self.value is not None else None
+        if values is not None and self.wide is not None:
+            values = values + self.wide(token_bag(ids, self.cfg.vocab_size).to(values.dtype))
         return logits, values
 
     def num_parameters(self) -> int:

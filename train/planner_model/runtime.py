@@ -63,6 +63,8 @@ class NumpyURM:
                       for name, _ in cfg.heads}
         self.value = ((_f32(state_dict["value.weight"]).T.copy(), _f32(state_dict["value.bias"]))
                       if "value.weight" in state_dict else None)
+        self.wide = ((_f32(state_dict["wide.weight"]).T.copy(), _f32(state_dict["wide.bias"]))
+                     if cfg.value_wide and cfg.n_actions > 0 else None)
         # Rotary angles as in ``rotary_table`` (float32 angles, then cos/sin).
         inv_freq = 1.0 / (np.float32(cfg.rope_base) ** (np.arange(0, self.head_dim, 2, dtype=np.float32)
                                                          / np.float32(self.head_dim)))
@@ -166,6 +168,11 @@ class NumpyURM:
         pooled = self.encode(ids)
         logits = {name: pooled @ w + bias for name, (w, bias) in self.heads.items()}
         values = pooled @ self.value[0] + self.value[1] if self.value is not None else None
+        if values is not None and self.wide is not None:
+            w, bias = self.wide
+            ids = np.asarray(ids)
+            rows = [w[np.unique(r[r > 0])].sum(axis=0) for r in ids]  # Σ of the present tokens' rows
+            values = values + np.stack(rows).astype(np.float32) + bias
         return logits, values
 
 

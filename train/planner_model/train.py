@@ -72,7 +72,7 @@ from planner_model.data import (
     load_vocab,
 )
 from planner_model.decode import fast_decode
-from planner_model.model import URM
+from planner_model.model import URM, token_bag
 
 
 @dataclass
@@ -248,6 +248,57 @@ def val_factored_loss(model: URM, split: Split, n_actions: int, ips_clip: float,
     q = factored_q(predict_values(model, split["inputs"], device), pv, fp, spend_norm)
     err = np.where(weight > 0, (q - utility) / utility_scale, 0.0)
     return float((weight * err**2).sum() / weight.sum())
+
+
+LINEAR_L2_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+
+
+def fit_linear_value(model: URM, train_split: Split, val_split: Split, n_actions: int, ips_clip: float,
+                     spend_norm: tuple[float, float], utility_scale: float, device: torch.device,
+                     steps: int = 600, l2_grid: tuple[float, ...] = LINEAR_L2_GRID) -> dict[str, Any]:
+    """Refit the factored value as a linear function of which tokens the input holds.
+
+    The encoder's value head is zeroed and the wide path (``value_wide``) becomes the whole value:
+    per plan, a pass logit and a standardised spend, each a sum of per-token weights. The loss is
+    the factored loss plus ``l2``·‖W‖², minimised full-batch from zero (convex: no seed or epoch to
+    draw), for each ``l2`` in the grid; the kept ``l2`` predicts the validation utilities best (the
+    epoch criterion). Why: on histories of a few thousand decisions the encoder's value varies with
+    the training seed as much as it gains, and this fit does not (docs/beat-the-heuristic.md).
+    """
+    if model.wide is None or model.value is None:
+        raise TrainingInputError("the linear value needs a model with value_wide")
+    vocab = model.cfg.vocab_size
+    x = token_bag(torch.from_numpy(np.asarray(train_split["inputs"], dtype=np.int64)).to(device), vocab)
+    t, w, _ = factored_targets(train_split, n_actions, ips_clip, spend_norm)
+    batch = {"value_target": torch.from_numpy(t).to(device), "value_weight": torch.from_numpy(w).to(device)}
+    with torch.no_grad():
+        model.value.weight.zero_()
+        model.value.bias.zero_()
+    fits: list[dict[str, Any]] = []
+    best: tuple[float, Tensor, Tensor] | None = None
+    for l2 in l2_grid:
+        weight = torch.zeros(2 * n_actions, vocab, device=device, requires_grad=True)
+        bias = torch.zeros(2 * n_actions, device=device, requires_grad=True)
+        opt = torch.optim.Adam([weight, bias], lr=3e-2)
+        for _ in range(steps):
+            loss = factored_loss(x @ weight.T + bias, batch) + l2 * (weight**2).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+        with torch.no_grad():
+            model.wide.weight.copy_(weight)
+            model.wide.bias.copy_(bias)
+        score = (val_factored_loss(model, val_split, n_actions, ips_clip, spend_norm, utility_scale, device)
+                 if len(val_split) else float(loss.item()))
+        fits.append({"l2": l2, "train_loss": round(float(loss.item()), 6), "val_value_loss": round(score, 6)})
+        if best is None or score < best[0]:
+            best = (score, weight.detach().clone(), bias.detach().clone())
+    assert best is not None
+    with torch.no_grad():
+        model.wide.weight.copy_(best[1])
+        model.wide.bias.copy_(best[2])
+    kept = min(fits, key=lambda f: f["val_value_loss"])
+    return {"model": "linear", "l2": kept["l2"], "val_value_loss": kept["val_value_loss"], "grid": fits}
 
 
 def _with_values(dataset: Any, vt: np.ndarray, vw: np.ndarray) -> Any:
@@ -473,6 +524,12 @@ def train(
         tc = TrainConfig.from_dict({**tc.to_dict(), "value_loss_weight": tc.value_loss_weight if tc.value_loss_weight > 0 else 1.0})
     cfg_dict: dict[str, Any] = {"vocab_size": info.vocab_size, "heads": info.head_sizes, "seq_len": info.seq_len, "n_actions": len(info.actions),
                                 "value_outputs": 2 if objective == "factored" else 1}
+    linear_value = objective == "factored" and tc.extra.get("value_model") == "linear"
+    if linear_value:
+        cfg_dict["value_wide"] = True
+    elif tc.extra.get("value_model", "encoder") != "encoder":
+        raise TrainingInputError(f"unknown value_model {tc.extra.get('value_model')!r} (expected encoder or linear; "
+                                 "linear needs the factored objective)")
     cfg_dict.update(model_overrides or {})
     resume_dir = out / "resume"
     state: dict[str, Any] = {}
@@ -658,6 +715,21 @@ def train(
             break
         if stop_after is not None and epoch + 1 - start_epoch >= stop_after:
             break
+
+    finished = stopped_early or epoch + 1 >= tc.epochs
+    if linear_value and finished and di.is_main and (out / "checkpoint.json").exists():
+        # The kept epoch's encoder (imitation heads, confidence), with the value refitted linearly.
+        meta = read_checkpoint_meta(out)
+        weights, _ = read_verified_tensors(out / "model.safetensors", meta.get("weights_sha256"))
+        model.load_state_dict({k: v.to(device) for k, v in weights.items()})
+        fnorm_kept = tuple(tc.extra["spend_norm"])
+        fit = fit_linear_value(model, train_split, val_split, len(info.actions), float(tc.extra.get("ips_clip", 20.0)),
+                               (float(fnorm_kept[0]), float(fnorm_kept[1])), float(tc.extra["utility_scale"]), device)
+        best = {**best, "value_loss": fit["val_value_loss"], "value_fit": fit}
+        save_checkpoint(out, {k: v.detach().cpu() for k, v in model.state_dict().items()}, cfg, **meta_common,
+                        metrics={**meta.get("metrics", {}), "value_fit": fit},
+                        temperature=float(meta.get("temperature", 1.0)),
+                        train_config={**tc.to_dict(), "decision": objective})
 
     result_temp = 1.0
     if di.is_main and (out / "checkpoint.json").exists():

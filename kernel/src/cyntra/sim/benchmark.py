@@ -377,6 +377,7 @@ def run_benchmark(
     outcome_objective: str = "factored",
     ope_folds: int = 3,
     train_seed: int | None = None,
+    outcome_value: str = "linear",
     echo: Callable[[str], None] | None = None,
 ) -> BenchmarkResult:
     """Run the pipeline in ``out`` (history/, eval/<strategy>/, data/, ckpt/) and write the reports."""
@@ -447,12 +448,14 @@ def run_benchmark(
     def recipe(objective: str) -> TrainConfig:
         return TrainConfig(epochs=n_epochs, batch_size=64, lr=3e-3, seed=seed if train_seed is None else train_seed,
                            quiet=True, device="cpu",
-                           num_threads=1, extra={"objective": objective})
+                           num_threads=1, extra={"objective": objective,
+                                                 **({"value_model": outcome_value} if objective == "factored" else {})})
 
     for name, objective in objectives.items():
         t1 = time.perf_counter()
         res = train(data, ckpts[name], recipe(objective), overrides)
         training[name] = {"objective": objective, "train_seed": seed if train_seed is None else train_seed,
+                          "value_model": recipe(objective).extra.get("value_model", "encoder"),
                           "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
                           "best": res.best_metrics, "seconds": round(time.perf_counter() - t1, 2)}
     timings["training"] = time.perf_counter() - t
@@ -653,12 +656,15 @@ def render_markdown(r: BenchmarkResult) -> str:
               help="How urm-outcome learns: pass probability and spend per plan (factored) or utility (value).")
 @click.option("--ope-folds", type=click.IntRange(min=0), default=3, show_default=True,
               help="Cross-fitting folds for the learned strategies' OPE (0 or 1: in-sample).")
+@click.option("--outcome-value", type=click.Choice(["linear", "encoder"]), default="linear", show_default=True,
+              help="factored urm-outcome's value: refitted linearly on the input tokens, or the encoder's value head.")
 @click.option("--train-seed", type=int, default=None,
               help="Seed of the models' training (default: --seed); same history and labels, another model.")
 @click.option("--quick", is_flag=True, help="Small and fast (≤ 90 s on 2 cores): for demos and tests.")
 def benchmark_cmd(profile: str, n_issues: int | None, eval_issues: int | None, seed: int, out: Path, k: int | None,
                   epsilon: float, bok_issues: int | None, bok_per_issue: int, epochs: int | None,
-                  outcome_objective: str, ope_folds: int, train_seed: int | None, quick: bool) -> None:
+                  outcome_objective: str, ope_folds: int, outcome_value: str, train_seed: int | None,
+                  quick: bool) -> None:
     """End to end: history with exploration → best-of-K → dataset → imitation and outcome models → held-out run vs the oracle."""
     n = n_issues if n_issues is not None else (100 if quick else 600)
     try:
@@ -667,7 +673,8 @@ def benchmark_cmd(profile: str, n_issues: int | None, eval_issues: int | None, s
                                epsilon=epsilon, bok_issues=bok_issues if bok_issues is not None else (40 if quick else None),
                                bok_per_issue=bok_per_issue or None,
                                epochs=epochs, quick=quick, outcome_objective=outcome_objective,
-                               ope_folds=ope_folds, train_seed=train_seed, echo=click.echo)
+                               ope_folds=ope_folds, train_seed=train_seed, outcome_value=outcome_value,
+                               echo=click.echo)
     except CyntraError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
