@@ -35,6 +35,8 @@ from cyntra.errors import CyntraError
 @click.option("--loops", type=int, default=None)
 @click.option("--grad-loops", type=int, default=None)
 @click.option("--pool", type=click.Choice(["cls", "mean"]), default=None)
+@click.option("--value-model", type=click.Choice(["encoder", "linear"]), default="encoder", show_default=True,
+              help="factored objective: the value from the encoder's head, or refitted linearly on the input tokens")
 @click.option("--value-wide", is_flag=True, default=None,
               help="value objectives: add a linear path from the input tokens to the value outputs (wide & deep)")
 @click.option("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
@@ -45,6 +47,7 @@ def train_cmd(
     value_loss_weight: float, resume: bool, hidden: int | None, n_heads: int | None,
     layers: int | None, loops: int | None, grad_loops: int | None, pool: str | None,
     threads: int, quiet: bool, objective: str = "imitation", value_wide: bool | None = None,
+    value_model: str = "encoder",
 ) -> None:
     """Train the URM planner on a dataset directory (also: torchrun -m planner_model.train)."""
     from planner_model.config import TrainConfig
@@ -54,7 +57,8 @@ def train_cmd(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, ema=ema,
         patience=patience, class_weights=class_weights, value_loss_weight=value_loss_weight,
         device=device, quiet=quiet, num_threads=threads,
-        extra={"objective": objective} if objective != "imitation" else {},
+        extra={**({"objective": objective} if objective != "imitation" else {}),
+               **({"value_model": value_model} if value_model != "encoder" else {})},
     )
     overrides: dict[str, Any] = {
         k: v for k, v in {"hidden": hidden, "n_heads": n_heads, "layers": layers, "loops": loops,
