@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,8 @@ from planner_model.checkpoint_files import (  # re-exported: the torch-free half
     SCHEMA_VERSION,
     WEIGHTS,
     CheckpointError,
+    Loaded,
+    model_config,
     read_checkpoint_meta,
     read_weights_bytes,
     sha256_bytes,
@@ -104,19 +105,7 @@ def save_checkpoint(
     return digest
 
 
-@dataclass
-class LoadedCheckpoint:
-    """A verified checkpoint: the model in eval mode plus its metadata."""
-
-    model: URM
-    config: URMConfig
-    meta: dict[str, Any]
-    sha256: str
-    path: Path
-
-    @property
-    def temperature(self) -> float:
-        return float(self.meta.get("temperature", 1.0))
+LoadedCheckpoint = Loaded[URM]  # a verified checkpoint with the torch model in eval mode
 
 
 def read_verified_tensors(path: Path, expected_sha256: str | None) -> tuple[dict[str, torch.Tensor], str]:
@@ -140,10 +129,7 @@ def load_checkpoint(
     meta, recorded = verified_meta(root, expected_actions=expected_actions, expected_swarms=expected_swarms,
                                    expected_vocab_sha256=expected_vocab_sha256)
     tensors, digest = read_verified_tensors(root / WEIGHTS, recorded)
-    try:
-        config = URMConfig.from_dict(dict(meta["model_config"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"invalid model_config in {META}: {exc}") from None
+    config = model_config(meta)
     model = URM(config)
     try:
         model.load_state_dict(tensors, strict=True)

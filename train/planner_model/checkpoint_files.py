@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+from planner_model.config import URMConfig
+
+M = TypeVar("M")
 
 SCHEMA_VERSION = "cyntra.planner_checkpoint.v1"
 WEIGHTS = "model.safetensors"
@@ -24,6 +29,21 @@ class CheckpointError(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+@dataclass
+class Loaded(Generic[M]):
+    """A verified checkpoint: its model (torch ``URM`` or ``NumpyURM``) plus its metadata."""
+
+    model: M
+    config: URMConfig
+    meta: dict[str, Any]
+    sha256: str
+    path: Path
+
+    @property
+    def temperature(self) -> float:
+        return float(self.meta.get("temperature", 1.0))
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -77,6 +97,14 @@ def verified_meta(
             f"vocabulary mismatch: checkpoint vocab sha256 {str(meta.get('vocab_sha256'))[:12]}…, expected {expected_vocab_sha256[:12]}…"
         )
     return meta, recorded
+
+
+def model_config(meta: dict[str, Any]) -> URMConfig:
+    """The checkpoint's model config, or ``CheckpointError`` naming what is wrong with it."""
+    try:
+        return URMConfig.from_dict(dict(meta["model_config"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"invalid model_config in {META}: {exc}") from None
 
 
 def read_weights_bytes(path: Path, expected_sha256: str | None) -> tuple[bytes, str]:

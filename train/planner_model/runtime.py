@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from planner_model.checkpoint_files import Loaded
 from planner_model.config import URMConfig
 
 F32 = npt.NDArray[np.float32]
@@ -193,20 +193,7 @@ class _Reads(dict[str, Any]):
         return super().__contains__(key)
 
 
-@dataclass
-class NumpyCheckpoint:
-    """A verified checkpoint loaded without torch: the numpy forward plus its metadata (the fields
-    of ``planner_model.checkpoint.LoadedCheckpoint`` the kernel reads)."""
-
-    model: NumpyURM
-    config: URMConfig
-    meta: dict[str, Any]
-    sha256: str
-    path: Path
-
-    @property
-    def temperature(self) -> float:
-        return float(self.meta.get("temperature", 1.0))
+NumpyCheckpoint = Loaded[NumpyURM]  # a verified checkpoint loaded without torch (numpy forward)
 
 
 def load_numpy_checkpoint(
@@ -224,6 +211,7 @@ def load_numpy_checkpoint(
     from planner_model.checkpoint_files import (
         WEIGHTS,
         CheckpointError,
+        model_config,
         read_weights_bytes,
         verified_meta,
     )
@@ -236,10 +224,7 @@ def load_numpy_checkpoint(
         arrays = np_load(data)
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"{WEIGHTS} is not a readable safetensors file: {exc}") from None
-    try:
-        config = URMConfig.from_dict(dict(meta["model_config"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"invalid model_config in checkpoint.json: {exc}") from None
+    config = model_config(meta)
     sd = _Reads(arrays)
     try:
         model = NumpyURM(config, sd)
