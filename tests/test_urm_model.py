@@ -213,6 +213,16 @@ def test_numpy_runtime_matches_torch(kw: dict[str, object], batch: int) -> None:
         np.testing.assert_allclose(n_values, t_values.numpy(), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("kw", [{}, {"layers": 2, "conv_kernel": 5, "expansion": 3.0}, {"n_actions": 0},
+                                {"value_wide": True, "value_outputs": 2}, {"value_wide": True, "n_actions": 0}])
+def test_expected_shapes_are_the_torch_state_dict(kw: dict[str, object]) -> None:
+    """What the torch-free loader checks weights against is exactly what torch would load."""
+    from planner_model.checkpoint_files import expected_shapes
+
+    cfg = tiny(**kw)
+    assert expected_shapes(cfg) == {k: tuple(v.shape) for k, v in URM(cfg).state_dict().items()}
+
+
 def test_wide_path_reads_which_tokens_are_present() -> None:
     """The wide path adds Σ of the present tokens' weights (once per token, padding excluded), so a
     repeated token or more padding changes nothing, and a token the row lacks contributes nothing."""

@@ -311,45 +311,59 @@ def test_without_torch_the_numpy_runtime_decides_as_torch_does(trained: Path, tm
         assert rn.candidate.confidence == pytest.approx(rt.candidate.confidence, abs=1e-4)
 
 
-def test_numpy_loader_refuses_what_the_torch_loader_refuses(ckpt_copy: Path) -> None:
-    """Same checks: a corrupt weights file and foreign actions are refused with the same reasons;
-    a weights file with an extra tensor is refused too (the torch loader is strict as well)."""
-    from safetensors.numpy import load as np_load
+def _rewrite_weights(ckpt: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Replace a checkpoint's weights and record their hash (so only the content is wrong)."""
+    import hashlib
+
     from safetensors.numpy import save as np_save
 
+    data = np_save(arrays)
+    (ckpt / "model.safetensors").write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    (ckpt / "checkpoint.sha256").write_text(digest + "\n")
+    meta = json.loads((ckpt / "checkpoint.json").read_text())
+    meta["weights_sha256"] = digest
+    (ckpt / "checkpoint.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage", ["extra", "missing-value", "wider-head", "corrupt", "actions"])
+def test_numpy_loader_refuses_what_the_torch_loader_refuses(ckpt_copy: Path, damage: str) -> None:
+    """Both loaders accept the intact checkpoint with the same outputs, and refuse each damaged one,
+    naming the same kind of reason: an extra or a missing tensor, a wrongly shaped head, bytes
+    that do not match the recorded hash, a foreign action space."""
+    from safetensors.numpy import load as np_load
+
     from planner_model.checkpoint import CheckpointError, load_checkpoint
-    from planner_model.runtime import load_numpy_checkpoint
+    from planner_model.runtime import NumpyURM, load_numpy_checkpoint
 
     ok = load_numpy_checkpoint(ckpt_copy)
-    ref = load_checkpoint(ckpt_copy)
     ids = np.ones((2, ok.config.seq_len), dtype=np.int64)
-    from planner_model.runtime import NumpyURM
-
-    want, _ = NumpyURM.from_model(ref.model)(ids)
+    want, _ = NumpyURM.from_model(load_checkpoint(ckpt_copy).model)(ids)
     got, _ = ok.model(ids)
     for name in want:
         np.testing.assert_allclose(got[name], want[name], atol=1e-6)
-    reasons = []
+    arrays = np_load((ckpt_copy / "model.safetensors").read_bytes())
+    kwargs: dict[str, Any] = {}
+    reason = "weights do not fit the model config"
+    if damage == "extra":
+        _rewrite_weights(ckpt_copy, {**arrays, "extra.weight": np.zeros((2, 2), dtype=np.float32)})
+    elif damage == "missing-value":
+        _rewrite_weights(ckpt_copy, {k: v for k, v in arrays.items() if not k.startswith("value.")})
+    elif damage == "wider-head":
+        name = next(k for k in arrays if k.startswith("heads.") and k.endswith(".weight"))
+        wide = np.concatenate([arrays[name], arrays[name][:1]])
+        _rewrite_weights(ckpt_copy, {**arrays, name: wide})
+    elif damage == "corrupt":
+        raw = bytearray((ckpt_copy / "model.safetensors").read_bytes())
+        raw[-8:] = bytes(8)
+        (ckpt_copy / "model.safetensors").write_bytes(bytes(raw))
+        reason = "is corrupt: sha256"
+    else:
+        kwargs = {"expected_actions": ["serial_handoff/p1/15m/c1"]}
+        reason = "action space mismatch"
     for loader in (load_numpy_checkpoint, load_checkpoint):
-        with pytest.raises(CheckpointError) as err:
-            loader(ckpt_copy, expected_actions=["serial_handoff/p1/15m/c1"])
-        reasons.append(err.value.reason)
-    assert reasons[0] == reasons[1] and "action space mismatch" in reasons[0]
-    weights = ckpt_copy / "model.safetensors"
-    arrays = np_load(weights.read_bytes())
-    arrays["extra.weight"] = np.zeros((2, 2), dtype=np.float32)
-    data = np_save(arrays)
-    weights.write_bytes(data)
-    import hashlib
-
-    digest = hashlib.sha256(data).hexdigest()
-    (ckpt_copy / "checkpoint.sha256").write_text(digest + "\n")
-    meta = json.loads((ckpt_copy / "checkpoint.json").read_text())
-    meta["weights_sha256"] = digest
-    (ckpt_copy / "checkpoint.json").write_text(json.dumps(meta))
-    for loader in (load_numpy_checkpoint, load_checkpoint):
-        with pytest.raises(CheckpointError, match="weights do not fit the model config"):
-            loader(ckpt_copy)
+        with pytest.raises(CheckpointError, match=reason):
+            loader(ckpt_copy, **kwargs)
 
 
 # -- device selection ------------------------------------------------------------------------------

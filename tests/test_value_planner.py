@@ -369,9 +369,19 @@ def test_linear_value_is_refitted_on_tokens_and_decides(factored_data: Path, lin
     meta = json.loads((linear_ckpt / "checkpoint.json").read_text())
     assert meta["model_config"]["value_wide"] is True and meta["train_config"]["decision"] == "factored"
     fit = meta["metrics"]["value_fit"]
-    assert [g["l2"] for g in fit["grid"]] == list(LINEAR_L2_GRID)
+    assert [g["l2"] for g in fit["grid"]] == list(LINEAR_L2_GRID) and fit["selection"] == "validation"
     assert fit["l2"] == min(fit["grid"], key=lambda g: g["val_value_loss"])["l2"]
+    assert meta["metrics"]["val_value_loss"] == fit["val_value_loss"]  # the refitted value's, not the epoch's
     loaded = load_checkpoint(linear_ckpt)
+    # The installed weights are the kept fit's: recomputing their validation loss gives its number.
+    from planner_model.data import load_dataset_info, load_split
+    from planner_model.train import val_factored_loss
+
+    extra = meta["train_config"]["extra"]
+    val = load_split(load_dataset_info(factored_data), "val")
+    again = val_factored_loss(loaded.model, val, 20, 20.0, tuple(extra["spend_norm"]), extra["utility_scale"],
+                              torch.device("cpu"))
+    assert again == pytest.approx(fit["val_value_loss"], rel=1e-4)
     assert loaded.model.value is not None and loaded.model.wide is not None
     assert float(loaded.model.value.weight.detach().abs().max()) == 0.0 == float(loaded.model.value.bias.detach().abs().max())
     inputs = np.load(factored_data / "test__inputs.npy")
@@ -397,3 +407,35 @@ def test_linear_value_needs_the_factored_objective(data: Path, tmp_path: Path) -
         tc = TrainConfig(epochs=1, quiet=True, device="cpu", extra=extra)
         with pytest.raises(TrainingInputError, match="value_model"):
             train(data, tmp_path / "x", tc, TINY)
+
+
+def test_linear_value_refits_once_when_a_time_boxed_run_finishes(factored_data: Path, tmp_path: Path) -> None:
+    """``stop_after`` leaves the run unfinished: no refit yet. The resumed run -- even when the
+    resuming call does not repeat ``value_model`` -- finishes with the run's own linear refit."""
+    out = tmp_path / "run"
+    tc = TrainConfig(epochs=4, batch_size=32, lr=1e-2, seed=0, quiet=True, device="cpu", num_threads=1,
+                     extra={"objective": "factored", "value_model": "linear"})
+    train(factored_data, out, tc, TINY, stop_after=2)
+    assert "value_fit" not in json.loads((out / "checkpoint.json").read_text())["metrics"]
+    plain = TrainConfig(epochs=4, quiet=True, device="cpu", extra={"objective": "factored"})
+    result = train(factored_data, out, plain, TINY, resume=True)
+    meta = json.loads((out / "checkpoint.json").read_text())
+    assert meta["train_config"]["extra"]["value_model"] == "linear" and "value_fit" in meta["metrics"]
+    assert result.best_metrics["value_fit"]["l2"] == meta["metrics"]["value_fit"]["l2"]
+
+
+def test_linear_value_without_validation_keeps_the_grid_middle(factored_data: Path) -> None:
+    from planner_model.config import URMConfig
+    from planner_model.data import load_dataset_info, load_split
+    from planner_model.model import URM
+    from planner_model.train import LINEAR_L2_GRID, fit_linear_value
+
+    info = load_dataset_info(factored_data)
+    train_split = load_split(info, "train")
+    empty = Split("val", {k: v[:0] for k, v in load_split(info, "val").arrays.items()})
+    model = URM(URMConfig(vocab_size=info.vocab_size, heads=info.head_sizes, seq_len=info.seq_len, n_actions=20,
+                          value_outputs=2, value_wide=True, **TINY))
+    _, _, norm = factored_targets(train_split, 20, 20.0)
+    fit = fit_linear_value(model, train_split, empty, 20, 20.0, norm, 1.0, torch.device("cpu"), steps=50)
+    assert fit["selection"].startswith("none") and fit["val_value_loss"] is None
+    assert fit["l2"] == LINEAR_L2_GRID[len(LINEAR_L2_GRID) // 2] and len(fit["grid"]) == 1

@@ -99,6 +99,36 @@ def verified_meta(
     return meta, recorded
 
 
+def expected_shapes(cfg: URMConfig) -> dict[str, tuple[int, ...]]:
+    """Every weight ``URM(cfg).state_dict()`` holds, with its shape (a test checks this against
+    torch): what lets a loader without torch refuse what ``load_state_dict(strict=True)`` refuses."""
+    d, inner = cfg.hidden, int(cfg.expansion * cfg.hidden)
+    out: dict[str, tuple[int, ...]] = {"embed.weight": (cfg.vocab_size, d)}
+    for i in range(cfg.layers):
+        p = f"blocks.{i}."
+        out.update({f"{p}attn.qkv.weight": (3 * d, d), f"{p}attn.out.weight": (d, d), f"{p}norm1.weight": (d,),
+                    f"{p}mlp.gate_up.weight": (2 * inner, d), f"{p}mlp.conv.weight": (inner, 1, cfg.conv_kernel),
+                    f"{p}mlp.down.weight": (d, inner), f"{p}norm2.weight": (d,)})
+    for name, n in cfg.heads:
+        out[f"heads.{name}.weight"], out[f"heads.{name}.bias"] = (n, d), (n,)
+    if cfg.n_actions > 0:
+        k = cfg.n_actions * cfg.value_outputs
+        out["value.weight"], out["value.bias"] = (k, d), (k,)
+        if cfg.value_wide:
+            out["wide.weight"], out["wide.bias"] = (k, cfg.vocab_size), (k,)
+    return out
+
+
+def shape_problems(cfg: URMConfig, shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    """Missing, unexpected and wrongly shaped weights (empty: the weights fit the config)."""
+    want = expected_shapes(cfg)
+    out = [f"missing {k}" for k in sorted(set(want) - set(shapes))]
+    out += [f"unexpected {k}" for k in sorted(set(shapes) - set(want))]
+    out += [f"{k} is {shapes[k]}, the config needs {want[k]}" for k in sorted(set(want) & set(shapes))
+            if tuple(shapes[k]) != want[k]]
+    return out
+
+
 def model_config(meta: dict[str, Any]) -> URMConfig:
     """The checkpoint's model config, or ``CheckpointError`` naming what is wrong with it."""
     try:

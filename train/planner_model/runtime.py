@@ -62,7 +62,7 @@ class NumpyURM:
         self.heads = {name: (_f32(state_dict[f"heads.{name}.weight"]).T.copy(), _f32(state_dict[f"heads.{name}.bias"]))
                       for name, _ in cfg.heads}
         self.value = ((_f32(state_dict["value.weight"]).T.copy(), _f32(state_dict["value.bias"]))
-                      if "value.weight" in state_dict else None)
+                      if cfg.n_actions > 0 else None)
         self.wide = ((_f32(state_dict["wide.weight"]).T.copy(), _f32(state_dict["wide.bias"]))
                      if cfg.value_wide and cfg.n_actions > 0 else None)
         # Rotary angles as in ``rotary_table`` (float32 angles, then cos/sin).
@@ -176,23 +176,6 @@ class NumpyURM:
         return logits, values
 
 
-class _Reads(dict[str, Any]):
-    """A state dict that remembers which names were read (to refuse weights the config leaves unused)."""
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        super().__init__(data)
-        self.read: set[str] = set()
-
-    def __getitem__(self, key: str) -> Any:
-        self.read.add(key)
-        return super().__getitem__(key)
-
-    def __contains__(self, key: object) -> bool:
-        if isinstance(key, str):
-            self.read.add(key)
-        return super().__contains__(key)
-
-
 NumpyCheckpoint = Loaded[NumpyURM]  # a verified checkpoint loaded without torch (numpy forward)
 
 
@@ -204,8 +187,9 @@ def load_numpy_checkpoint(
     expected_vocab_sha256: str | None = None,
 ) -> NumpyCheckpoint:
     """``load_checkpoint`` for a kernel without torch: the same checks (shared code), safetensors'
-    numpy reader, and every weight read by the numpy forward (unused or missing names, wrong shapes
-    and non-finite outputs refuse the checkpoint). Raises ``CheckpointError``."""
+    numpy reader, and the weights checked name by name and shape by shape against the config
+    (``load_state_dict(strict=True)``'s check, without torch); non-finite outputs refuse it too.
+    Raises ``CheckpointError``."""
     from safetensors.numpy import load as np_load
 
     from planner_model.checkpoint_files import (
@@ -213,6 +197,7 @@ def load_numpy_checkpoint(
         CheckpointError,
         model_config,
         read_weights_bytes,
+        shape_problems,
         verified_meta,
     )
 
@@ -225,22 +210,15 @@ def load_numpy_checkpoint(
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"{WEIGHTS} is not a readable safetensors file: {exc}") from None
     config = model_config(meta)
-    sd = _Reads(arrays)
+    problems = shape_problems(config, {k: tuple(v.shape) for k, v in arrays.items()})
+    if problems:
+        raise CheckpointError(f"weights do not fit the model config: {'; '.join(problems[:3])}")
     try:
-        model = NumpyURM(config, sd)
-        if model.embed.shape != (config.vocab_size, config.hidden):
-            raise ValueError(f"embed.weight is {model.embed.shape}, the config needs "
-                             f"{(config.vocab_size, config.hidden)}")
-        unused = sorted(set(arrays) - sd.read)
-        if unused:
-            raise ValueError(f"unexpected weights {unused[:3]}")
+        model = NumpyURM(config, arrays)
         logits, values = model(np.ones((1, config.seq_len), dtype=np.int64))
         outputs = [*logits.values(), *([values] if values is not None else [])]
         if not all(np.isfinite(x).all() for x in outputs):
             raise ValueError("non-finite outputs")
-        if values is not None and values.shape[1] != config.n_actions * config.value_outputs:
-            raise ValueError(f"value head gives {values.shape[1]} outputs, the config needs "
-                             f"{config.n_actions * config.value_outputs}")
     except (KeyError, ValueError, IndexError) as exc:
         raise CheckpointError(f"weights do not fit the model config: {exc}") from None
     return NumpyCheckpoint(model=model, config=config, meta=meta, sha256=digest, path=root)

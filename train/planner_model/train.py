@@ -72,7 +72,7 @@ from planner_model.data import (
     load_vocab,
 )
 from planner_model.decode import fast_decode
-from planner_model.model import URM, token_bag
+from planner_model.model import URM
 
 
 @dataclass
@@ -262,43 +262,61 @@ def fit_linear_value(model: URM, train_split: Split, val_split: Split, n_actions
     per plan, a pass logit and a standardised spend, each a sum of per-token weights. The loss is
     the factored loss plus ``l2``·‖W‖², minimised full-batch from zero (convex: no seed or epoch to
     draw), for each ``l2`` in the grid; the kept ``l2`` predicts the validation utilities best (the
-    epoch criterion). Why: on histories of a few thousand decisions the encoder's value varies with
-    the training seed as much as it gains, and this fit does not (docs/beat-the-heuristic.md).
+    epoch criterion). Without a usable validation split there is nothing to choose by: the
+    middle of the grid is kept and ``selection`` says so. The bag of tokens is a sparse matrix
+    (rows × vocabulary would not fit densely at scale). Why a linear value at all: on histories of
+    a few thousand decisions the encoder's value varies with the training seed as much as it gains,
+    and this fit does not (docs/beat-the-heuristic.md).
     """
     if model.wide is None or model.value is None:
         raise TrainingInputError("the linear value needs a model with value_wide")
     vocab = model.cfg.vocab_size
-    x = token_bag(torch.from_numpy(np.asarray(train_split["inputs"], dtype=np.int64)).to(device), vocab)
+    ids = np.asarray(train_split["inputs"], dtype=np.int64)
+    rows, cols = [], []
+    for i, row in enumerate(ids):
+        present = np.unique(row[(row > 0) & (row < vocab)])
+        rows.append(np.full(present.size, i))
+        cols.append(present)
+    index = torch.from_numpy(np.stack([np.concatenate(rows), np.concatenate(cols)]))
+    x = torch.sparse_coo_tensor(index, torch.ones(index.shape[1]), (len(ids), vocab),
+                                check_invariants=True).coalesce().to(device)
     t, w, _ = factored_targets(train_split, n_actions, ips_clip, spend_norm)
     batch = {"value_target": torch.from_numpy(t).to(device), "value_weight": torch.from_numpy(w).to(device)}
     with torch.no_grad():
         model.value.weight.zero_()
         model.value.bias.zero_()
+
+    def score() -> float:
+        return val_factored_loss(model, val_split, n_actions, ips_clip, spend_norm, utility_scale, device) \
+            if len(val_split) else float("nan")
+
+    selecting = len(val_split) > 0
+    grid = l2_grid if selecting else (l2_grid[len(l2_grid) // 2],)
     fits: list[dict[str, Any]] = []
-    best: tuple[float, Tensor, Tensor] | None = None
-    for l2 in l2_grid:
+    best: tuple[float, float, Tensor, Tensor] | None = None  # (val loss, l2, weight, bias)
+    for l2 in grid:
         weight = torch.zeros(2 * n_actions, vocab, device=device, requires_grad=True)
         bias = torch.zeros(2 * n_actions, device=device, requires_grad=True)
         opt = torch.optim.Adam([weight, bias], lr=3e-2)
         for _ in range(steps):
-            loss = factored_loss(x @ weight.T + bias, batch) + l2 * (weight**2).sum()
+            loss = factored_loss(torch.sparse.mm(x, weight.T) + bias, batch) + l2 * (weight**2).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
         with torch.no_grad():
             model.wide.weight.copy_(weight)
             model.wide.bias.copy_(bias)
-        score = (val_factored_loss(model, val_split, n_actions, ips_clip, spend_norm, utility_scale, device)
-                 if len(val_split) else float(loss.item()))
-        fits.append({"l2": l2, "train_loss": round(float(loss.item()), 6), "val_value_loss": round(score, 6)})
-        if best is None or score < best[0]:
-            best = (score, weight.detach().clone(), bias.detach().clone())
+        val = score()
+        fits.append({"l2": l2, "train_loss": round(float(loss.item()), 6),
+                     "val_value_loss": None if math.isnan(val) else round(val, 6)})
+        if best is None or (not math.isnan(val) and val < best[0]):
+            best = (val, l2, weight.detach().clone(), bias.detach().clone())
     assert best is not None
     with torch.no_grad():
-        model.wide.weight.copy_(best[1])
-        model.wide.bias.copy_(best[2])
-    kept = min(fits, key=lambda f: f["val_value_loss"])
-    return {"model": "linear", "l2": kept["l2"], "val_value_loss": kept["val_value_loss"], "grid": fits}
+        model.wide.weight.copy_(best[2])
+        model.wide.bias.copy_(best[3])
+    return {"model": "linear", "l2": best[1], "selection": "validation" if selecting else "none (no validation split)",
+            "val_value_loss": None if math.isnan(best[0]) else best[0], "grid": fits}
 
 
 def _with_values(dataset: Any, vt: np.ndarray, vw: np.ndarray) -> Any:
@@ -528,8 +546,9 @@ def train(
     if linear_value:
         cfg_dict["value_wide"] = True
     elif tc.extra.get("value_model", "encoder") != "encoder":
-        raise TrainingInputError(f"unknown value_model {tc.extra.get('value_model')!r} (expected encoder or linear; "
-                                 "linear needs the factored objective)")
+        vm = tc.extra.get("value_model")
+        raise TrainingInputError(f"value_model {vm!r} is not available with the {objective} objective "
+                                 "(encoder, or linear with the factored objective)")
     cfg_dict.update(model_overrides or {})
     resume_dir = out / "resume"
     state: dict[str, Any] = {}
@@ -541,7 +560,13 @@ def train(
             raise CheckpointError("cannot resume: the dataset changed since the run started")
         cfg_dict = dict(meta["model_config"])
         tc = TrainConfig.from_dict({**state["train_config"], "epochs": tc.epochs, "quiet": tc.quiet, "device": tc.device})
+        # the run's own objective and value model, not this call's
+        objective = objective_of(tc)
+        linear_value = objective == "factored" and tc.extra.get("value_model") == "linear"
     cfg = URMConfig.from_dict(cfg_dict)
+    if linear_value and not (cfg.value_wide and cfg.n_actions > 0):
+        raise TrainingInputError("value_model linear needs a model with value_wide and a value head "
+                                 "(the resumed run, or a model override, has none)")
     model = URM(cfg).to(device)
     if resume:
         weights, _ = read_verified_tensors(resume_dir / "model.safetensors", read_checkpoint_meta(resume_dir).get("weights_sha256"))
@@ -725,9 +750,12 @@ def train(
         fnorm_kept = tuple(tc.extra["spend_norm"])
         fit = fit_linear_value(model, train_split, val_split, len(info.actions), float(tc.extra.get("ips_clip", 20.0)),
                                (float(fnorm_kept[0]), float(fnorm_kept[1])), float(tc.extra["utility_scale"]), device)
-        best = {**best, "value_loss": fit["val_value_loss"], "value_fit": fit}
+        # What the kept value scores is now the refitted one's (the epoch's wide & deep value is gone).
+        refit_loss = fit["val_value_loss"]
+        best = {**best, "value_fit": fit, "value_loss": refit_loss,
+                "score": -refit_loss if refit_loss is not None else best["score"]}
         save_checkpoint(out, {k: v.detach().cpu() for k, v in model.state_dict().items()}, cfg, **meta_common,
-                        metrics={**meta.get("metrics", {}), "value_fit": fit},
+                        metrics={**meta.get("metrics", {}), "val_value_loss": refit_loss, "value_fit": fit},
                         temperature=float(meta.get("temperature", 1.0)),
                         train_config={**tc.to_dict(), "decision": objective})
 

@@ -657,7 +657,8 @@ def render_markdown(r: BenchmarkResult) -> str:
 @click.option("--ope-folds", type=click.IntRange(min=0), default=3, show_default=True,
               help="Cross-fitting folds for the learned strategies' OPE (0 or 1: in-sample).")
 @click.option("--outcome-value", type=click.Choice(["linear", "encoder"]), default="linear", show_default=True,
-              help="factored urm-outcome's value: refitted linearly on the input tokens, or the encoder's value head.")
+              help="urm-outcome's value under the factored objective: refitted linearly on the input tokens, or the "
+                   "encoder's value head (ignored with --outcome-objective value).")
 @click.option("--train-seed", type=int, default=None,
               help="Seed of the models' training (default: --seed); same history and labels, another model.")
 @click.option("--quick", is_flag=True, help="Small and fast (≤ 90 s on 2 cores): for demos and tests.")
