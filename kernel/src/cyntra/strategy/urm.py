@@ -3,8 +3,9 @@
 Imported only when asked for. With torch installed the checkpoint loads into the torch model
 (small CPU batches still run on the numpy forward); without torch it loads straight into the
 numpy forward (CPU only), so a kernel installed without the ``model`` extra can still decide with
-a trained planner. Every failure to load — ``device: cuda`` without torch, no checkpoint configured, a missing, corrupt or mismatched checkpoint — raises
-``StrategyUnavailable`` with the reason, which the engine records before falling back. Inference
+a trained planner. Every failure to load — ``device: cuda`` without torch, no checkpoint
+configured, a missing, corrupt or mismatched checkpoint — raises ``StrategyUnavailable`` with the
+reason, which the engine records before falling back. Inference
 errors and non-finite outputs raise; the engine records those too. Decisions are restricted to
 valid tuples and, when the engine passes the clamp's allowed set, to plans the policy allows.
 
