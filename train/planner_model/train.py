@@ -262,8 +262,8 @@ def fit_linear_value(model: URM, train_split: Split, val_split: Split, n_actions
     per plan, a pass logit and a standardised spend, each a sum of per-token weights. The loss is
     the factored loss plus ``l2``·‖W‖², minimised full-batch from zero (convex: no seed or epoch to
     draw), for each ``l2`` in the grid; the kept ``l2`` predicts the validation utilities best (the
-    epoch criterion). Without a usable validation split there is nothing to choose by: the
-    middle of the grid is kept and ``selection`` says so. The bag of tokens is a sparse matrix
+    epoch criterion). Without a validation split with observed plans there is nothing to choose by:
+    the middle of the grid is kept and ``selection`` says so. The bag of tokens is a sparse matrix
     (rows × vocabulary would not fit densely at scale). Why a linear value at all: on histories of
     a few thousand decisions the encoder's value varies with the training seed as much as it gains,
     and this fit does not (docs/beat-the-heuristic.md).
@@ -286,11 +286,13 @@ def fit_linear_value(model: URM, train_split: Split, val_split: Split, n_actions
         model.value.weight.zero_()
         model.value.bias.zero_()
 
+    # Something to choose by: validation rows with an observed gates result and spend.
+    selecting = len(val_split) > 0 and bool((factored_targets(val_split, n_actions, ips_clip, spend_norm)[1] > 0).any())
+
     def score() -> float:
         return val_factored_loss(model, val_split, n_actions, ips_clip, spend_norm, utility_scale, device) \
-            if len(val_split) else float("nan")
+            if selecting else float("nan")
 
-    selecting = len(val_split) > 0
     grid = l2_grid if selecting else (l2_grid[len(l2_grid) // 2],)
     fits: list[dict[str, Any]] = []
     best: tuple[float, float, Tensor, Tensor] | None = None  # (val loss, l2, weight, bias)
