@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,30 +56,38 @@ def _attach(d: Path, by_split: dict[str, dict[str, np.ndarray]]) -> Path:
     return d
 
 
+def _synthetic(out: Path, seed: int, rng_seed: int,
+               arrays: Callable[[np.ndarray, np.random.Generator], dict[str, np.ndarray]]) -> Path:
+    """A synthetic dataset plus, per split, the extra arrays ``arrays(executed actions, rng)`` gives."""
+    d = write_synthetic_dataset(out, n=600, seq_len=12, min_len=4, n_noise_tokens=8, seed=seed, use_tool=False)
+    rng = np.random.default_rng(rng_seed)
+    return _attach(d, {split: arrays(np.load(d / f"{split}__action.npy"), rng) for split in ("train", "val", "test")})
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = write_synthetic_dataset(tmp_path_factory.mktemp("vdata"), n=600, seq_len=12, min_len=4, n_noise_tokens=8,
-                                seed=3, use_tool=False)
-    rng = np.random.default_rng(0)
-    extra = {}
-    for split in ("train", "val", "test"):
-        action = np.load(d / f"{split}__action.npy")
+    def arrays(action: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         best = (action + SHIFT) % 20
         rewards = rng.normal(0.0, 0.1, size=(len(action), 20)).astype(np.float32)
         rewards[np.arange(len(action)), best] += 10.0
         rewards[rng.random(rewards.shape) < 0.3] = np.nan  # best-of-K covers only some plans
         rewards[np.arange(len(action)), best] = 10.0
-        extra[split] = {"target_action": best.astype(np.int64), "action_rewards": rewards}
-    return _attach(d, extra)
+        return {"target_action": best.astype(np.int64), "action_rewards": rewards}
+
+    return _synthetic(tmp_path_factory.mktemp("vdata"), 3, 0, arrays)
+
+
+def _trained(data: Path, out: Path, epochs: int, **extra: str) -> Path:
+    """A tiny checkpoint trained on ``data`` with ``extra`` (objective, value model) in the recipe."""
+    tc = TrainConfig(epochs=epochs, batch_size=32, lr=1e-2, seed=0, quiet=True, device="cpu", num_threads=1,
+                     extra=dict(extra))
+    train(data, out, tc, TINY)
+    return out
 
 
 @pytest.fixture(scope="module")
 def value_ckpt(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("vckpt")
-    tc = TrainConfig(epochs=25, batch_size=32, lr=1e-2, seed=0, quiet=True, device="cpu", num_threads=1,
-                     extra={"objective": "value"})
-    train(data, out, tc, TINY)
-    return out
+    return _trained(data, tmp_path_factory.mktemp("vckpt"), 25, objective="value")
 
 
 def test_value_targets_weights_and_precedence() -> None:
@@ -202,12 +211,7 @@ def _spend(a: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def factored_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Plan (executed + SHIFT) passes with p 0.9, every other with p 0.1; spend 1–5 by plan."""
-    d = write_synthetic_dataset(tmp_path_factory.mktemp("fdata"), n=600, seq_len=12, min_len=4, n_noise_tokens=8,
-                                seed=4, use_tool=False)
-    rng = np.random.default_rng(1)
-    extra = {}
-    for split in ("train", "val", "test"):
-        action = np.load(d / f"{split}__action.npy")
+    def arrays(action: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         n = len(action)
         good = (action + SHIFT) % 20
         p = np.full((n, 20), 0.1)
@@ -219,19 +223,16 @@ def factored_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for arr in (rewards, passed, spend):
             arr[hidden] = np.nan
         no_log = np.full(n, np.nan, dtype=np.float32)  # no logged plans: best-of-K cells only
-        extra[split] = {"target_action": good.astype(np.int64), "action_rewards": rewards, "action_passed": passed,
-                        "action_spend": spend, "passed": no_log, "spend": no_log,
-                        "pass_value": np.full(n, PASS_VALUE, dtype=np.float32), "fail_penalty": np.zeros(n, dtype=np.float32)}
-    return _attach(d, extra)
+        return {"target_action": good.astype(np.int64), "action_rewards": rewards, "action_passed": passed,
+                "action_spend": spend, "passed": no_log, "spend": no_log,
+                "pass_value": np.full(n, PASS_VALUE, dtype=np.float32), "fail_penalty": np.zeros(n, dtype=np.float32)}
+
+    return _synthetic(tmp_path_factory.mktemp("fdata"), 4, 1, arrays)
 
 
 @pytest.fixture(scope="module")
 def factored_ckpt(factored_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("fckpt")
-    tc = TrainConfig(epochs=25, batch_size=32, lr=1e-2, seed=0, quiet=True, device="cpu", num_threads=1,
-                     extra={"objective": "factored"})
-    train(factored_data, out, tc, TINY)
-    return out
+    return _trained(factored_data, tmp_path_factory.mktemp("fckpt"), 25, objective="factored")
 
 
 def test_factored_targets_weights_and_precedence() -> None:
@@ -352,11 +353,7 @@ def test_train_cli_refuses_factored_without_its_arrays(data: Path, tmp_path: Pat
 
 @pytest.fixture(scope="module")
 def linear_ckpt(factored_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("lckpt")
-    tc = TrainConfig(epochs=6, batch_size=32, lr=1e-2, seed=0, quiet=True, device="cpu", num_threads=1,
-                     extra={"objective": "factored", "value_model": "linear"})
-    train(factored_data, out, tc, TINY)
-    return out
+    return _trained(factored_data, tmp_path_factory.mktemp("lckpt"), 6, objective="factored", value_model="linear")
 
 
 def test_linear_value_is_refitted_on_tokens_and_decides(factored_data: Path, linear_ckpt: Path, tmp_path: Path) -> None:
