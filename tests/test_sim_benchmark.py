@@ -18,10 +18,12 @@ from cyntra.sim.benchmark import (
     ROWS,
     STRATEGIES,
     BenchmarkResult,
+    _fresh_ids,
     _set_config,
     benchmark_cmd,
     run_benchmark,
 )
+from cyntra.state.store import BeadsStore
 from cyntra.strategy.ledger import Ledger
 from cyntra.workspace import Workspace
 
@@ -51,6 +53,13 @@ def _check(out: Path, result: BenchmarkResult, n_history: int) -> None:
         assert o.realised_held_out is not None
     # The paired design: the held-out issues ran once per strategy on copies of the same history.
     hist = Ledger(Workspace.at(out / "history").decisions_dir).read().decisions
+    # Every eval copy holds the whole history store (escalations included) plus the held-out issues,
+    # with no duplicate id (sim init numbers the held-out issues where escalations go next).
+    hist_store = BeadsStore(out / "history").load()
+    assert not hist_store.problems
+    for name in STRATEGIES:
+        copy = BeadsStore(out / "eval" / name).load()
+        assert not copy.problems and set(hist_store.issues) < set(copy.issues)
     assert 0.7 * n_history <= len({d.issue_id for d in hist}) <= n_history  # a few stay blocked
     for name in STRATEGIES:
         decisions = Ledger(Workspace.at(out / "eval" / name).decisions_dir).read().decisions
@@ -73,6 +82,17 @@ def test_tiny_pipeline_end_to_end(tmp_path: Path) -> None:
                            model={"hidden": 16, "n_heads": 2, "layers": 1, "loops": 2, "grad_loops": 1})
     _check(out, result, 40)
     assert result.eval_issues == 20 and result.k == 3
+
+
+def test_held_out_ids_taken_by_the_history_are_renumbered() -> None:
+    rows = [{"id": "4", "title": "a"}, {"id": "5", "title": "b"}, {"id": "9", "title": "c"}]
+    deps = [{"from": "4", "to": "5"}, {"from": "5", "to": "9", "type": "related"}]
+    new_rows, new_deps, renamed = _fresh_ids(rows, deps, {"1", "2", "3", "4", "5", "6"})
+    assert renamed == {"4": "10", "5": "11"}  # above every id either side holds
+    assert [r["id"] for r in new_rows] == ["10", "11", "9"] and [r["title"] for r in new_rows] == ["a", "b", "c"]
+    assert new_deps == [{"from": "10", "to": "11"}, {"from": "11", "to": "9", "type": "related"}]
+    assert rows[0]["id"] == "4"  # the caller's rows are not changed
+    assert _fresh_ids(rows, deps, {"1", "2"})[2] == {}
 
 
 def test_config_sections_are_replaced_not_duplicated() -> None:

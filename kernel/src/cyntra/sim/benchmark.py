@@ -124,8 +124,34 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _read_ids(path: Path) -> list[str]:
+    return [str(r.get("id")) for r in _read_jsonl(path)]
+
+
 def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _fresh_ids(rows: list[dict[str, Any]], deps: list[dict[str, Any]], taken: set[str]
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+    """The held-out rows and their deps with every id the history already uses replaced by a new one.
+
+    ``sim init`` numbers all N + M issues up front, and the history run then files its escalation
+    issues under the next free numbers -- the held-out issues' ids. Appended as they are, the held-out
+    rows would shadow those escalations as duplicate ids. Returns (rows, deps, old id -> new id).
+    """
+    numeric = [int(i) for i in taken | {str(r["id"]) for r in rows} if i.isascii() and i.isdigit()]
+    top = max(numeric, default=0)
+    renamed: dict[str, str] = {}
+    for r in rows:
+        rid = str(r["id"])
+        if rid in taken:
+            top += 1
+            renamed[rid] = str(top)
+    new_rows = [{**r, "id": renamed.get(str(r["id"]), r["id"])} for r in rows]
+    new_deps = [{**d, "from": renamed.get(str(d["from"]), d["from"]), "to": renamed.get(str(d["to"]), d["to"])}
+                for d in deps]
+    return new_rows, new_deps, renamed
 
 
 def _set_config(config_text: str, blocks: dict[str, str]) -> str:
@@ -483,6 +509,8 @@ def run_benchmark(
     # 6. held-out evaluation, one copy of the history per strategy.
     t = time.perf_counter()
     history_decisions = {j.decision.decision_id for j in _ledger_joined(hist)}
+    eval_rows, eval_deps, _ = _fresh_ids(eval_rows, eval_deps, set(_read_ids(Workspace.at(hist).issues_path)))
+    eval_ids = {str(r["id"]) for r in eval_rows}
     evals: dict[str, list[DecisionEval]] = {}
     fallbacks: dict[str, int] = {}
     walls: dict[str, float] = {}
