@@ -23,6 +23,7 @@ from cyntra.kernel.session import KernelSession
 from cyntra.planner.action_space import ACTION_FIELDS, ActionSpace
 from cyntra.planner.best_of_k import (
     BestOfKLabel,
+    CandidateResult,
     PlanRun,
     attempts_from,
     best_of_k_cmd,
@@ -132,6 +133,46 @@ def test_derived_rewards_match_execution(ws: Path) -> None:
             assert u == pytest.approx(run.utility, abs=1e-3)
             checked += 1
     assert checked >= 5
+
+
+def _run(action: str, *cands: tuple[str, str, float]) -> PlanRun:
+    """An executed plan whose candidates (toolchain, status, minutes) cost $1 per minute."""
+    results = [CandidateResult(toolchain=tc, status=st, passed=st == "success", duration_ms=int(m * 60000),
+                               cost_usd=m) for tc, st, m in cands]
+    return PlanRun(action=action, heuristic=False, passed=any(c.passed for c in results), status="x", cost_usd=0.0,
+                   duration_ms=0, utility=0.0, toolchains=[c[0] for c in cands], candidates=results, archives="")
+
+
+def test_which_plans_are_derived_does_not_depend_on_outcomes() -> None:
+    """A derived label must not be likelier when attempts went well: only unconditional attempts
+    (parallel candidates, a serial plan's first) count, an attempt tells nothing about a budget
+    longer than its own even if it finished early, and a serial plan needs every candidate it
+    could run even when the first passes."""
+    space = ActionSpace()
+    act = {a.label(): a for a in space.actions}
+    minutes = lambda _tc, m: float(m)  # noqa: E731
+    serial, spec = ["codex", "claude", "opencode"], ["codex", "claude", "opencode"]
+
+    # claude ran second in a serial plan only because codex failed: not usable.
+    failed_first = attempts_from([_run("serial_handoff/p1/60m/c2", ("codex", "failed", 20), ("claude", "success", 10))],
+                                 minutes, space)
+    assert set(failed_first) == {"codex"}
+    # codex passed in 20 minutes under a 30-minute budget: that tells the 15- and 30-minute plans,
+    # not the 60-minute one (a timeout would not have told it either).
+    early = attempts_from([_run("serial_handoff/p1/30m/c1", ("codex", "success", 20))], minutes, space)
+    assert derive_outcome(act["serial_handoff/p1/15m/c1"], space, serial, spec, early, minutes) == (False, 15.0, 15.0)
+    assert derive_outcome(act["serial_handoff/p1/30m/c1"], space, serial, spec, early, minutes) == (True, 20.0, 20.0)
+    assert derive_outcome(act["serial_handoff/p1/60m/c1"], space, serial, spec, early, minutes) is None
+    # A serial c2 plan needs claude's attempt too, although codex passes first; a parallel plan
+    # supplies it (and the longest launch budget per toolchain is kept).
+    assert derive_outcome(act["serial_handoff/p1/30m/c2"], space, serial, spec, early, minutes) is None
+    both = attempts_from([_run("serial_handoff/p1/30m/c1", ("codex", "success", 20)),
+                          _run("speculate_vote/p2/15m/c2", ("codex", "timeout", 15), ("claude", "timeout", 15)),
+                          _run("speculate_vote/p2/60m/c2", ("codex", "success", 20), ("claude", "success", 40))],
+                         minutes, space)
+    assert both["claude"].budget_minutes == 60.0 and both["codex"].budget_minutes == 60.0
+    assert derive_outcome(act["serial_handoff/p1/30m/c2"], space, serial, spec, both, minutes) == (True, 20.0, 20.0)
+    assert derive_outcome(act["speculate_vote/p2/30m/c2"], space, serial, spec, both, minutes) == (True, 50.0, 30.0)
 
 
 def test_budget_stops_before_overspending(ws: Path) -> None:

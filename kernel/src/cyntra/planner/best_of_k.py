@@ -23,10 +23,18 @@ function of those attempts (serial: in order until one passes; speculate: all at
 pass). Assuming a toolchain's attempt does not depend on which plan launched it except that a
 budget truncates it, an attempt that finished in ``d`` minutes is the same under any budget
 ``≥ d`` and a timeout under any budget ``< d``. In the simulator this is exact (common random
-numbers); with real agents it is one sample of the same distribution. Only plans every needed
-attempt of which is determined get a derived reward; ``derived_outcomes`` holds each one's gates
-result, cost and wall minutes (the ``factored`` value objective learns from those, priced with the
-objective current when the dataset is built).
+numbers); with real agents it is one sample of the same distribution. ``derived_outcomes`` holds
+each derived plan's gates result, cost and wall minutes (the ``factored`` value objective learns
+from those, priced with the objective current when the dataset is built).
+
+Which plans get a derived reward must not depend on how the executed ones turned out, or the
+labels are a biased sample: a plan is derived only when every attempt it *could* make -- each of
+its serial candidates, even past one that passed, or each parallel one -- was launched
+unconditionally (a parallel plan's candidate, or a serial plan's first) by an executed plan with
+at least its budget. (Deriving whatever the results happened to determine --
+a serial plan as soon as its first candidate passed, a long budget from an attempt that happened
+to finish early -- labelled easy issues' plans and left hard issues' out, and the value learned
+from those labels was optimistic exactly where the oracle gives up: docs/beat-the-heuristic.md.)
 
 ``--budget`` caps the simulated (or real) spend: before an issue's plans run, their worst-case
 cost (each candidate at its full budget, at the highest price per minute seen in the history)
@@ -203,29 +211,40 @@ class Attempt:
     budget_minutes: float
 
     def at_budget(self, budget: float) -> tuple[bool, float, float] | None:
-        """(passed, minutes, cost) under ``budget``, or None when the attempt does not tell."""
+        """(passed, minutes, cost) under ``budget``, or None when the attempt was launched with less.
+
+        Only the launch budget decides whether the attempt tells (see the module docstring): one
+        that finished early says nothing about a longer budget here, although its result would.
+        """
+        if budget > self.budget_minutes + 1e-9:
+            return None
         price = self.cost_usd / self.minutes if self.minutes > 0 else 0.0
-        if not self.timed_out:
-            if self.minutes <= budget + 1e-9:
-                return self.passed, self.minutes, self.cost_usd
-            return False, budget, price * budget
-        if budget <= self.budget_minutes + 1e-9:
-            return False, budget, price * budget
-        return None
+        if not self.timed_out and self.minutes <= budget + 1e-9:
+            return self.passed, self.minutes, self.cost_usd
+        return False, budget, price * budget
 
 
-def attempts_from(runs: Iterable[PlanRun], budget_of: Callable[[str, int], float]) -> dict[str, Attempt]:
-    """The most informative attempt per toolchain (a finished one, else the longest timeout)."""
+def attempts_from(runs: Iterable[PlanRun], budget_of: Callable[[str, int], float],
+                  space: ActionSpace | None = None) -> dict[str, Attempt]:
+    """Per toolchain, its unconditional attempt launched with the longest budget (the first such).
+
+    Unconditional: every candidate of a parallel plan, and the first of a serial one -- a later
+    serial candidate runs only because the ones before it failed, so its attempt is known more
+    often on hard issues. Chosen by budget alone, never by result: what the attempts determine
+    does not depend on outcomes (see the module docstring).
+    """
+    space = space or ActionSpace()
     out: dict[str, Attempt] = {}
     for run in runs:
         minutes_budget = int(run.action.split("/")[2].rstrip("m"))
-        for c in run.candidates:
+        parallel = space.kind(run.action.split("/")[0]) == "parallel_compete"
+        for c in run.candidates if parallel else run.candidates[:1]:
             if c.status == "error" or c.cost_usd is None:
                 continue
             att = Attempt(passed=c.passed, minutes=c.duration_ms / 60000.0, cost_usd=c.cost_usd,
                           timed_out=c.status == "timeout", budget_minutes=budget_of(c.toolchain, minutes_budget))
             old = out.get(c.toolchain)
-            if old is None or (old.timed_out and (not att.timed_out or att.budget_minutes > old.budget_minutes)):
+            if old is None or att.budget_minutes > old.budget_minutes:
                 out[c.toolchain] = att
     return out
 
@@ -246,17 +265,20 @@ def derive_outcome(action: PlanAction, space: ActionSpace, serial: Sequence[str]
         if not results:
             return None
         return any(r[0] for r in results), sum(r[2] for r in results), max(r[1] for r in results)
-    cost = wall = 0.0
-    for tc in list(serial)[: action.max_candidates]:
+    steps = []
+    for tc in list(serial)[: action.max_candidates]:  # every candidate it could run, not only until a pass
         att = attempts.get(tc)
         r = att.at_budget(budget_of(tc, action.max_run_minutes)) if att else None
         if r is None:
             return None
-        cost += r[2]
-        wall += r[1]
-        if r[0]:
+        steps.append(r)
+    cost = wall = 0.0
+    for passed, minutes, spent in steps:
+        cost += spent
+        wall += minutes
+        if passed:
             return True, cost, wall
-    return (False, cost, wall) if serial else None
+    return (False, cost, wall) if steps else None
 
 
 # -- history ----------------------------------------------------------------------------------
@@ -486,7 +508,7 @@ def collect_best_of_k(
                 report.plans_run += 1
                 report.candidate_runs += len(outcome.candidates)
                 report.cost_usd = round(report.cost_usd + outcome.cost_usd, 6)
-            attempts = attempts_from(runs, budget_of)
+            attempts = attempts_from(runs, budget_of, space)
             executed = {r.action for r in runs}
             derived: dict[str, float] = {}
             derived_outcomes: dict[str, DerivedOutcome] = {}
