@@ -4,8 +4,9 @@ On a fresh sim workspace (one population of ``issues + eval_issues`` arrivals):
 
 1. **history** — the first ``issues`` arrivals run under the heuristic with exploration
    (``exploration.epsilon``), so the ledger carries propensities;
-2. **best-of-K** — :mod:`cyntra.planner.best_of_k` replays a sample of history decisions with K
-   plans each through the kernel;
+2. **best-of-K** — :mod:`cyntra.planner.best_of_k` replays history decisions with K plans each
+   through the kernel (by default every decision, retries included, with every plan the clamp
+   allows: labelling retries is what taught urm-outcome to give up on hopeless issues);
 3. **dataset** — one leakage-safe dataset (executed labels, best-of-K rewards attached);
 4. **training** — ``urm-imitation`` (heads imitate the executed plans) and ``urm-outcome``
    (objective ``factored`` by default: pass probability and spend per plan, Q composed with the
@@ -393,10 +394,10 @@ def run_benchmark(
     n_issues: int = 600,
     eval_issues: int | None = None,
     seed: int = 0,
-    k: int = 6,
+    k: int = 20,
     epsilon: float = 0.2,
     bok_issues: int | None = None,
-    bok_per_issue: int | None = 1,
+    bok_per_issue: int | None = None,
     epochs: int | None = None,
     quick: bool = False,
     model: dict[str, Any] | None = None,
@@ -674,10 +675,11 @@ def render_markdown(r: BenchmarkResult) -> str:
 @click.option("--eval-issues", type=click.IntRange(min=5), default=None, help="Held-out later issues (default issues/2).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--k", "k", type=click.IntRange(min=1, max=20), default=None, help="Best-of-K plans (default 6; quick 4).")
+@click.option("--k", "k", type=click.IntRange(min=1, max=20), default=None,
+              help="Best-of-K plans (default 20: every plan the clamp allows; quick 4).")
 @click.option("--epsilon", type=click.FloatRange(min=0, max=1), default=0.2, show_default=True)
 @click.option("--bok-issues", type=click.IntRange(min=1), default=None, help="Issues to label (default: all issues).")
-@click.option("--bok-per-issue", type=click.IntRange(min=0), default=1, show_default=True,
+@click.option("--bok-per-issue", type=click.IntRange(min=0), default=0, show_default=True,
               help="Best-of-K decisions labelled per issue; 0 labels every decision, retries included.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
 @click.option("--outcome-objective", type=click.Choice(["factored", "value"]), default="factored", show_default=True,
@@ -698,7 +700,7 @@ def benchmark_cmd(profile: str, n_issues: int | None, eval_issues: int | None, s
     n = n_issues if n_issues is not None else (100 if quick else 600)
     try:
         result = run_benchmark(out, profile=profile, n_issues=n, eval_issues=eval_issues if eval_issues is not None
-                               else (50 if quick else None), seed=seed, k=k if k is not None else (4 if quick else 6),
+                               else (50 if quick else None), seed=seed, k=k if k is not None else (4 if quick else 20),
                                epsilon=epsilon, bok_issues=bok_issues if bok_issues is not None else (40 if quick else None),
                                bok_per_issue=bok_per_issue or None,
                                epochs=epochs, quick=quick, outcome_objective=outcome_objective,
