@@ -125,10 +125,6 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _read_ids(path: Path) -> list[str]:
-    return [str(r.get("id")) for r in _read_jsonl(path)]
-
-
 def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
@@ -510,7 +506,8 @@ def run_benchmark(
     # 6. held-out evaluation, one copy of the history per strategy.
     t = time.perf_counter()
     history_decisions = {j.decision.decision_id for j in _ledger_joined(hist)}
-    eval_rows, eval_deps, _ = _fresh_ids(eval_rows, eval_deps, set(_read_ids(Workspace.at(hist).issues_path)))
+    taken = {str(r.get("id")) for r in _read_jsonl(Workspace.at(hist).issues_path)}
+    eval_rows, eval_deps, _ = _fresh_ids(eval_rows, eval_deps, taken)
     eval_ids = {str(r["id"]) for r in eval_rows}
     evals: dict[str, list[DecisionEval]] = {}
     fallbacks: dict[str, int] = {}
