@@ -87,12 +87,12 @@ def test_tiny_pipeline_end_to_end(tmp_path: Path) -> None:
 def test_held_out_ids_taken_by_the_history_are_renumbered() -> None:
     rows = [{"id": "4", "title": "a"}, {"id": "5", "title": "b"}, {"id": "9", "title": "c"}]
     deps = [{"from": "4", "to": "5"}, {"from": "5", "to": "9", "type": "related"}]
-    new_rows, new_deps, renamed = _fresh_ids(rows, deps, {"1", "2", "3", "4", "5", "6"})
-    assert renamed == {"4": "10", "5": "11"}  # above every id either side holds
+    new_rows, new_deps = _fresh_ids(rows, deps, {"1", "2", "3", "4", "5", "6"})
+    # 4 and 5 are taken: renumbered above every id either side holds; 9 keeps its id.
     assert [r["id"] for r in new_rows] == ["10", "11", "9"] and [r["title"] for r in new_rows] == ["a", "b", "c"]
     assert new_deps == [{"from": "10", "to": "11"}, {"from": "11", "to": "9", "type": "related"}]
     assert rows[0]["id"] == "4"  # the caller's rows are not changed
-    assert _fresh_ids(rows, deps, {"1", "2"})[2] == {}
+    assert _fresh_ids(rows, deps, {"1", "2"}) == (rows, deps)
 
 
 def test_config_sections_are_replaced_not_duplicated() -> None:

@@ -130,12 +130,12 @@ def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def _fresh_ids(rows: list[dict[str, Any]], deps: list[dict[str, Any]], taken: set[str]
-               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The held-out rows and their deps with every id the history already uses replaced by a new one.
 
     ``sim init`` numbers all N + M issues up front, and the history run then files its escalation
     issues under the next free numbers -- the held-out issues' ids. Appended as they are, the held-out
-    rows would shadow those escalations as duplicate ids. Returns (rows, deps, old id -> new id).
+    rows would shadow those escalations as duplicate ids.
     """
     numeric = [int(i) for i in taken | {str(r["id"]) for r in rows} if i.isascii() and i.isdigit()]
     top = max(numeric, default=0)
@@ -148,7 +148,7 @@ def _fresh_ids(rows: list[dict[str, Any]], deps: list[dict[str, Any]], taken: se
     new_rows = [{**r, "id": renamed.get(str(r["id"]), r["id"])} for r in rows]
     new_deps = [{**d, "from": renamed.get(str(d["from"]), d["from"]), "to": renamed.get(str(d["to"]), d["to"])}
                 for d in deps]
-    return new_rows, new_deps, renamed
+    return new_rows, new_deps
 
 
 def _set_config(config_text: str, blocks: dict[str, str]) -> str:
@@ -507,7 +507,7 @@ def run_benchmark(
     t = time.perf_counter()
     history_decisions = {j.decision.decision_id for j in _ledger_joined(hist)}
     taken = {str(r.get("id")) for r in _read_jsonl(Workspace.at(hist).issues_path)}
-    eval_rows, eval_deps, _ = _fresh_ids(eval_rows, eval_deps, taken)
+    eval_rows, eval_deps = _fresh_ids(eval_rows, eval_deps, taken)
     eval_ids = {str(r["id"]) for r in eval_rows}
     evals: dict[str, list[DecisionEval]] = {}
     fallbacks: dict[str, int] = {}
