@@ -60,7 +60,19 @@ def _check(out: Path, result: BenchmarkResult, n_history: int) -> None:
     for name in STRATEGIES:
         copy = BeadsStore(out / "eval" / name).load()
         assert not copy.problems and set(hist_store.issues) < set(copy.issues)
-    assert 0.7 * n_history <= len({d.issue_id for d in hist}) <= n_history  # a few stay blocked
+    phase_a = [d for d in hist if d.mode == "heuristic"]
+    assert 0.7 * n_history <= len({d.issue_id for d in phase_a}) <= n_history  # a few stay blocked
+    # The shadow phase: urm-outcome proposed beside the heuristic on later issues, exploration
+    # favoured its plans, and OPE of both came from those decisions alone.
+    shadow = hist[len(phase_a):]
+    assert result.shadow_issues > 0 and shadow and all(d.mode == "shadow" for d in shadow)
+    assert {d.issue_id for d in shadow}.isdisjoint({d.issue_id for d in phase_a})
+    assert all(d.candidate is not None and d.candidate.status == "ok" for d in shadow)
+    assert all((d.exploration or {}).get("candidate_share") == result.candidate_share
+               for d in shadow if (d.exploration or {}).get("alternatives"))
+    assert {(o.strategy, o.method) for o in result.ope if o.log == "shadow"} == {
+        (n, m) for n in ("heuristic", "urm-outcome") for m in ("ips", "snips", "dr")}
+    assert result.target["ope_log"] == "shadow" and isinstance(result.target["ope_met"], bool)
     for name in STRATEGIES:
         decisions = Ledger(Workspace.at(out / "eval" / name).decisions_dir).read().decisions
         new = [d for d in decisions[len(hist):]]
@@ -73,7 +85,7 @@ def _check(out: Path, result: BenchmarkResult, n_history: int) -> None:
     assert result.ope_folds == 3  # the learned strategies' OPE is cross-fitted
     for name in ("urm-imitation", "urm-outcome"):
         assert all((out / "crossfit" / "ckpt" / f"{name}-fold{f}" / "checkpoint.json").is_file() for f in range(3))
-    assert set(result.target) >= {"met", "regret_ratio", "intervals_apart", "slices_worse"}
+    assert set(result.target) >= {"met", "regret_ratio", "intervals_apart", "slices_worse", "ope_covered"}
 
 
 def test_tiny_pipeline_end_to_end(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from cyntra.kernel.session import KernelSession
 from cyntra.planner.action_space import ACTION_FIELDS, PlanAction
 from cyntra.schemas import schema_errors
 from cyntra.state.graph import IssueGraph
-from cyntra.strategy import base
+from cyntra.strategy import base, ope
 from cyntra.strategy.base import (
     BaseStrategy,
     DispatchStrategy,
@@ -405,6 +405,53 @@ def test_exploration_fields_restrict_what_varies(tmp_path: Path) -> None:
             k = rec.exploration["alternatives"] if rec.exploration else 0
             assert 1 <= k <= 3 and rec.propensity == pytest.approx(0.5 / k)
     assert varied > 0
+
+
+def test_candidate_directed_exploration_logs_the_mixture_it_draws_from(tmp_path: Path) -> None:
+    """Shadow with ``candidate_share``: exploring draws favour the candidate's clamped plan, every
+    recorded propensity equals the logging probability OPE reconstructs, the logging distribution
+    sums to one, and the scheduler's preview agrees with the decision wherever it commits."""
+    eps, share = 0.5, 0.6
+    ws = make_workspace(tmp_path / "ws", config={
+        "strategy": "shadow", "planner": {"candidate": "my-confident"},
+        "exploration": {"epsilon": eps, "seed": 3, "candidate_share": share}})
+    session = KernelSession.open(ws)
+    issues = session.store.load().issues
+    toward_hits = explored = previews = 0
+    expected = 0.0
+    for rnd in range(12):  # decision ids vary with the time: many independent draws
+        now = datetime(2026, 1, 15, 12, rnd, tzinfo=UTC)
+        ctxs = contexts(session)
+        for ctx in ctxs:
+            ctx.now = now
+        for d in session.engine.decide(ctxs):
+            rec, issue = d.record, issues[d.record.issue_id]
+            assert rec.applied.source in ("heuristic", "exploration")  # shadow: the candidate never decides
+            assert rec.applied.action in session.clamp.allowed(issue)
+            exp = rec.exploration or {}
+            toward = session.clamp.apply(GREEDY_FAR, issue).applied
+            greedy = session.clamp.apply(rec.heuristic.action, issue).applied  # type: ignore[arg-type]
+            if exp.get("alternatives"):
+                assert exp["candidate_share"] == share
+                assert exp["candidate"] == (toward.label() if toward != greedy else None)
+            assert ope.logging_probability(rec, rec.applied.action.label()) == pytest.approx(rec.propensity)
+            # over the plans the clamp allows (OPE's targets are clamp outputs)
+            total = sum(ope.logging_probability(rec, a.label()) for a in session.clamp.allowed(issue))
+            assert total == pytest.approx(1.0)
+            if exp.get("explored") and exp["candidate"]:
+                explored += 1
+                toward_hits += rec.applied.action == toward
+                expected += share + (1 - share) / exp["alternatives"]
+            preview = session.engine.preview_action(issue, rec.heuristic.action, now)  # type: ignore[arg-type]
+            if preview is not None:
+                previews += 1
+                assert preview == rec.applied.action
+            else:  # the draw went to the candidate's plan, or uniform where the candidate had none
+                assert exp.get("explored")
+                assert rec.applied.action == toward if exp["candidate"] else rec.applied.action != greedy
+    assert explored > 20 and previews > 0
+    # the candidate's share plus its part of the uniform draws (within 4 binomial sigmas)
+    assert abs(toward_hits - expected) < 4 * (explored * 0.25) ** 0.5, (toward_hits, expected, explored)
 
 
 def test_decision_ids_are_deterministic_and_distinct(tmp_path: Path) -> None:

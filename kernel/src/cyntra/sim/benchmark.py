@@ -17,7 +17,14 @@ On a fresh sim workspace (one population of ``issues + eval_issues`` arrivals):
    cross-fitted (``ope_folds`` folds by issue, :mod:`planner_model.crossfit`): each history
    decision is scored by a model of the same recipe trained without that issue, since a model
    scored on its own training decisions looks better than it is;
-6. **held-out evaluation** — the later ``eval_issues`` arrivals (new issues after the history
+6. **shadow** — the next ``shadow_issues`` arrivals run as an operator would before promoting:
+   ``strategy: shadow`` with urm-outcome beside the heuristic and exploration directed at the
+   candidate's plan (``exploration.candidate_share``). The heuristic still decides (1 − ε), and
+   OPE of both from this recent, candidate-supported log is the estimate the held-out run is
+   checked against: the history's uniform exploration over dozens of plans leaves the
+   candidate an effective sample of a few dozen decisions, and a world that drifts makes an
+   old log describe the past (docs/beat-the-heuristic.md §5);
+7. **held-out evaluation** — the later ``eval_issues`` arrivals (new issues after the history
    window; dependencies on history issues dropped) run under each strategy in its own copy of
    the workspace (same history, same seeds: a paired comparison), without exploration, and are
    scored with :func:`cyntra.sim.report.evaluate_decisions` against the oracle.
@@ -81,6 +88,7 @@ class SliceRow(BaseModel):
 class OPERow(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    log: str = "history"  # history: the heuristic with uniform exploration; shadow: the later shadow phase
     strategy: str
     method: str
     estimate: float | None
@@ -100,6 +108,8 @@ class BenchmarkResult(BaseModel):
     profile: str
     seed: int
     history_issues: int
+    shadow_issues: int = 0
+    candidate_share: float = 0.0
     eval_issues: int
     k: int
     epsilon: float
@@ -380,6 +390,22 @@ def _ope(session: Any, data_dir: Path, ckpts: dict[str, Path | list[tuple[Path, 
     return out
 
 
+def _shadow_ope(session: Any, before: set[str], seed: int) -> dict[str, Any]:
+    """OPE of the heuristic and the candidate (urm-outcome) from the shadow phase's decisions: the
+    ledger's own targets (:func:`cyntra.strategy.ope.ledger_ope`), cells as in :func:`_ope`."""
+    from cyntra.strategy import ope
+
+    joined = [j for j in _ledger_joined(session.workspace.root)
+              if j.decision.decision_id not in before and j.decision.job_type == "code"]
+    issues = session.store.load().issues
+    cell_of = {}
+    for j in joined:
+        issue = issues.get(j.decision.issue_id)
+        cell_of[j.decision.decision_id] = f"{issue.dk_risk}/{issue.dk_size}" if issue is not None else "unknown"
+    res = ope.ledger_ope(joined, cell_of, seed=seed)
+    return {"heuristic": res.results["heuristic"], "urm-outcome": res.results["candidate"]}
+
+
 # -- the pipeline -------------------------------------------------------------------------------
 
 
@@ -389,6 +415,8 @@ def run_benchmark(
     profile: str = "default",
     n_issues: int = 600,
     eval_issues: int | None = None,
+    shadow_issues: int | None = None,
+    candidate_share: float = 0.75,
     seed: int = 0,
     k: int = 20,
     epsilon: float = 0.2,
@@ -419,6 +447,7 @@ def run_benchmark(
     root = Path(out).resolve()
     root.mkdir(parents=True, exist_ok=True)
     n_eval = eval_issues if eval_issues is not None else max(20, n_issues // 2)
+    n_shadow = shadow_issues if shadow_issues is not None else n_eval
     n_bok = bok_issues if bok_issues is not None else n_issues
     n_epochs = epochs if epochs is not None else (6 if quick else 30)
     overrides = dict(model or {"hidden": 64, "n_heads": 2, "layers": 1, "loops": 2, "grad_loops": 1})
@@ -434,14 +463,16 @@ def run_benchmark(
     # A bundled name other than "default" is written as its file: the sim backend reads any other
     # ``sim.profile`` value as a path.
     ref = str(bundled[profile]) if profile in bundled and profile != "default" else profile
-    init_workspace(hist, n_issues=n_issues + n_eval, seed=seed, profile_ref=ref)
+    init_workspace(hist, n_issues=n_issues + n_shadow + n_eval, seed=seed, profile_ref=ref)
     ws = Workspace.at(hist)
     rows = sorted(_read_jsonl(ws.issues_path), key=lambda r: (str(r.get("created") or ""), str(r["id"])))
     deps = _read_jsonl(ws.deps_path)
-    hist_rows, eval_rows = rows[:n_issues], rows[n_issues:]
+    hist_rows, shadow_rows, eval_rows = rows[:n_issues], rows[n_issues:n_issues + n_shadow], rows[n_issues + n_shadow:]
     hist_ids, eval_ids = {str(r["id"]) for r in hist_rows}, {str(r["id"]) for r in eval_rows}
+    shadow_ids = {str(r["id"]) for r in shadow_rows}
     _write_jsonl(ws.issues_path, hist_rows)
     _write_jsonl(ws.deps_path, [d for d in deps if str(d["from"]) in hist_ids and str(d["to"]) in hist_ids])
+    shadow_deps = [d for d in deps if str(d["from"]) in shadow_ids and str(d["to"]) in shadow_ids]
     eval_deps = [d for d in deps if str(d["from"]) in eval_ids and str(d["to"]) in eval_ids]
     template = ws.config_path.read_text(encoding="utf-8")
     atomic_write_text(ws.config_path, _set_config(template, {
@@ -503,7 +534,28 @@ def run_benchmark(
     ope_results = _ope(hsession, data, ope_refs, seed)
     timings["ope"] = time.perf_counter() - t
 
-    # 6. held-out evaluation, one copy of the history per strategy.
+    # 6. shadow: urm-outcome beside the heuristic on the next arrivals, exploration towards its plans.
+    shadow_ope: dict[str, Any] = {}
+    if shadow_rows:
+        t = time.perf_counter()
+        before = {j.decision.decision_id for j in _ledger_joined(hist)}
+        taken = {str(r.get("id")) for r in _read_jsonl(ws.issues_path)}
+        shadow_rows, shadow_deps = _fresh_ids(shadow_rows, shadow_deps, taken)
+        _write_jsonl(ws.issues_path, _read_jsonl(ws.issues_path) + shadow_rows)
+        _write_jsonl(ws.deps_path, _read_jsonl(ws.deps_path) + shadow_deps)
+        atomic_write_text(ws.config_path, _set_config(template, {
+            "strategy": "strategy: shadow\n",
+            "planner": f"planner:\n  checkpoint: {json.dumps(str(ckpts['urm-outcome']))}\n  device: cpu\n"
+                       "  latency_budget_ms: 2000\n",
+            "exploration": f"exploration:\n  epsilon: {epsilon}\n  seed: {seed}\n"
+                           f"  candidate_share: {candidate_share}\n"}))
+        run_kernel(KernelSession.open(hist), once=False, until_idle=True)
+        shadow_ope = _shadow_ope(KernelSession.open(hist), before, seed)
+        timings["shadow"] = time.perf_counter() - t
+        say(f"shadow: {len(shadow_rows)} issues, urm-outcome beside the heuristic, "
+            f"epsilon={epsilon} with {candidate_share:.0%} towards its plans")
+
+    # 7. held-out evaluation, one copy of the history per strategy.
     t = time.perf_counter()
     history_decisions = {j.decision.decision_id for j in _ledger_joined(hist)}
     taken = {str(r.get("id")) for r in _read_jsonl(Workspace.at(hist).issues_path)}
@@ -545,19 +597,20 @@ def run_benchmark(
     slices = [s for n in STRATEGIES for s in _slices(n, evals[n])]
     realised = {r.strategy: r.utility for r in table}
     ope_rows: list[OPERow] = []
-    name_of = {"heuristic": "heuristic", "urm-imitation": "urm-imitation", "urm-outcome": "urm-outcome"}
-    for name, res in ope_results.items():
-        for method in ("ips", "snips", "dr"):
-            est = getattr(res, method)
-            held = realised.get(name_of.get(name, name))
-            covered = None
-            if est.estimate is not None and est.lower is not None and est.upper is not None and held is not None:
-                covered = bool(est.lower <= held.mean <= est.upper)
-            ope_rows.append(OPERow(strategy=name, method=method, estimate=est.estimate, lower=est.lower,
-                                   upper=est.upper, reason=est.reason, ess=res.diagnostics.ess,
-                                   matches=res.diagnostics.matches, realised_held_out=held, covered=covered))
+    for log, results in (("history", ope_results), ("shadow", shadow_ope)):
+        for name, res in results.items():
+            for method in ("ips", "snips", "dr"):
+                est = getattr(res, method)
+                held = realised.get(name)
+                covered = None
+                if est.estimate is not None and est.lower is not None and est.upper is not None and held is not None:
+                    covered = bool(est.lower <= held.mean <= est.upper)
+                ope_rows.append(OPERow(log=log, strategy=name, method=method, estimate=est.estimate, lower=est.lower,
+                                       upper=est.upper, reason=est.reason, ess=res.diagnostics.ess,
+                                       matches=res.diagnostics.matches, realised_held_out=held, covered=covered))
     result = BenchmarkResult(
-        profile=profile, seed=seed, history_issues=n_issues, eval_issues=n_eval, k=k, epsilon=epsilon, quick=quick,
+        profile=profile, seed=seed, history_issues=n_issues, shadow_issues=len(shadow_rows),
+        candidate_share=candidate_share if shadow_rows else 0.0, eval_issues=n_eval, k=k, epsilon=epsilon, quick=quick,
         best_of_k=bok.model_dump(mode="json"),
         dataset={"dir": str(data), "splits": ds.meta.splits, "dataset_sha256": ds.meta.dataset_sha256,
                  "with_action_rewards": _count_rewards(data)},
@@ -604,7 +657,21 @@ def target_check(result: BenchmarkResult) -> dict[str, Any]:
         if base is not None and base.regret is not None and s.regret.mean > base.regret.hi:
             worse.append(f"{s.dimension}={s.value}")
     return {"met": bool(ratio <= 0.5 and apart and not worse), "regret_ratio": round(ratio, 4),
-            "intervals_apart": apart, "slices_worse": worse}
+            "intervals_apart": apart, "slices_worse": worse, **_ope_check(result)}
+
+
+def _ope_check(result: BenchmarkResult) -> dict[str, Any]:
+    """The OPE bar: the estimates for the heuristic and urm-outcome, from the most recent log (the
+    shadow phase when there was one), cover the realised held-out utility -- every method that
+    gave a number, and at least one did."""
+    log = "shadow" if any(o.log == "shadow" for o in result.ope) else "history"
+    covered: dict[str, dict[str, bool | None]] = {}
+    for o in result.ope:
+        if o.log == log and o.strategy in ("heuristic", "urm-outcome"):
+            covered.setdefault(o.strategy, {})[o.method] = o.covered
+    met = len(covered) == 2 and all(
+        any(v is not None for v in m.values()) and all(v is not False for v in m.values()) for m in covered.values())
+    return {"ope_log": log, "ope_covered": covered, "ope_met": met}
 
 
 def _iv(x: Interval | None, fmt: str = "{:.2f}") -> str:
@@ -619,7 +686,10 @@ def render_markdown(r: BenchmarkResult) -> str:
         "",
         f"History {r.history_issues} issues (heuristic, ε={r.epsilon}); best-of-{r.k} on "
         f"{r.best_of_k.get('decisions_labelled')} decisions ({r.best_of_k.get('plans_run')} plans, "
-        f"{r.best_of_k.get('derived_rewards')} derived rewards); held-out {r.eval_issues} later issues"
+        f"{r.best_of_k.get('derived_rewards')} derived rewards); "
+        + (f"shadow {r.shadow_issues} issues (urm-outcome beside the heuristic, ε={r.epsilon}, "
+           f"{r.candidate_share:.0%} of it towards the candidate's plan); " if r.shadow_issues else "")
+        + f"held-out {r.eval_issues} later issues"
         + (" (quick)" if r.quick else "") + f"; urm-outcome objective `{r.training.get('urm-outcome', {}).get('objective')}`.",
         "",
         "Intervals: 95% percentile bootstrap over decisions (oracle: over held-out issues, expected values).",
@@ -636,7 +706,9 @@ def render_markdown(r: BenchmarkResult) -> str:
     t = r.target
     lines += ["", f"Target (urm-outcome regret ≤ 0.5× heuristic, intervals apart, no slice worse): "
               f"**{'met' if t.get('met') else 'not met'}** — ratio {t.get('regret_ratio')}, "
-              f"intervals apart: {t.get('intervals_apart')}, slices worse: {t.get('slices_worse') or 'none'}", ""]
+              f"intervals apart: {t.get('intervals_apart')}, slices worse: {t.get('slices_worse') or 'none'}", "",
+              f"OPE (heuristic and urm-outcome, {t.get('ope_log')} log, every method covers the realised held-out "
+              f"utility): **{'met' if t.get('ope_met') else 'not met'}**", ""]
     lines += ["## Slices (regret vs oracle)", "", "| slice | " + " | ".join(STRATEGIES) + " |",
               "|---|" + "---|" * len(STRATEGIES)]
     keys = sorted({(s.dimension, s.value) for s in r.slices})
@@ -647,19 +719,22 @@ def render_markdown(r: BenchmarkResult) -> str:
             s = by.get((dim, val, n))
             cells.append(f"{_iv(s.regret)} (n={s.n})" if s is not None else "-")
         lines.append(f"| {dim}={val} | " + " | ".join(cells) + " |")
-    lines += ["", "## Off-policy estimates from the history (made before the held-out run)", "",
-              (f"Learned strategies are cross-fitted: each history decision is scored by a model of the same "
-               f"recipe trained on the other {r.ope_folds - 1} of {r.ope_folds} folds of issues." if r.ope_folds
-               else "Learned strategies are scored in-sample (on the decisions they were trained on)."), "",
-              "| strategy | method | estimate [95%] | ESS | matches | realised held-out | inside? |",
-              "|---|---|---|---:|---:|---|---|"]
+    lines += ["", "## Off-policy estimates (made before the held-out run)", "",
+              "`history`: the heuristic's log with uniform exploration; "
+              + (f"learned strategies are cross-fitted: each history decision is scored by a model of the same "
+                 f"recipe trained on the other {r.ope_folds - 1} of {r.ope_folds} folds of issues." if r.ope_folds
+                 else "learned strategies are scored in-sample (on the decisions they were trained on).")
+              + (" `shadow`: the later shadow phase, where urm-outcome (the model that runs held-out) proposed beside "
+                 "the heuristic and exploration favoured its plans." if r.shadow_issues else ""), "",
+              "| log | strategy | method | estimate [95%] | ESS | matches | realised held-out | inside? |",
+              "|---|---|---|---|---:|---:|---|---|"]
     for o in r.ope:
         est = (f"{o.estimate:.2f} [{o.lower:.2f}, {o.upper:.2f}]" if o.estimate is not None and o.lower is not None
                and o.upper is not None else f"refused: {o.reason}")
-        lines.append(f"| {o.strategy} | {o.method} | {est} | {o.ess or 0:.1f} | {o.matches or 0} | "
+        lines.append(f"| {o.log} | {o.strategy} | {o.method} | {est} | {o.ess or 0:.1f} | {o.matches or 0} | "
                      f"{_iv(o.realised_held_out)} | {'-' if o.covered is None else ('yes' if o.covered else 'no')} |")
     if not r.ope:
-        lines.append("| - | - | OPE module not available | | | | |")
+        lines.append("| - | - | - | OPE module not available | | | | |")
     lines += ["", "## Timings (s)", "", ", ".join(f"{k}: {v}" for k, v in r.timings.items()), ""]
     return "\n".join(lines)
 
@@ -670,6 +745,11 @@ def render_markdown(r: BenchmarkResult) -> str:
 @click.option("--issues", "n_issues", type=click.IntRange(min=10), default=None,
               help="History issues (default 600; --quick: 100).")
 @click.option("--eval-issues", type=click.IntRange(min=5), default=None, help="Held-out later issues (default issues/2).")
+@click.option("--shadow-issues", type=click.IntRange(min=0), default=None,
+              help="Issues run in shadow (urm-outcome beside the heuristic) between the history and the held-out set; "
+                   "OPE from them is checked against the held-out run (default: as many as --eval-issues; 0: none).")
+@click.option("--candidate-share", type=click.FloatRange(min=0, max=1), default=0.75, show_default=True,
+              help="In the shadow phase, the share of exploring draws that apply the candidate's plan.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--k", "k", type=click.IntRange(min=1, max=20), default=None,
@@ -689,15 +769,17 @@ def render_markdown(r: BenchmarkResult) -> str:
 @click.option("--train-seed", type=int, default=None,
               help="Seed of the models' training (default: --seed); same history and labels, another model.")
 @click.option("--quick", is_flag=True, help="Small and fast (≤ 90 s on 2 cores): for demos and tests.")
-def benchmark_cmd(profile: str, n_issues: int | None, eval_issues: int | None, seed: int, out: Path, k: int | None,
+def benchmark_cmd(profile: str, n_issues: int | None, eval_issues: int | None, shadow_issues: int | None,
+                  candidate_share: float, seed: int, out: Path, k: int | None,
                   epsilon: float, bok_issues: int | None, bok_per_issue: int, epochs: int | None,
                   outcome_objective: str, ope_folds: int, outcome_value: str, train_seed: int | None,
                   quick: bool) -> None:
-    """End to end: history with exploration → best-of-K → dataset → imitation and outcome models → held-out run vs the oracle."""
+    """End to end: history with exploration → best-of-K → dataset → imitation and outcome models → shadow → held-out run vs the oracle."""
     n = n_issues if n_issues is not None else (100 if quick else 600)
     try:
         result = run_benchmark(out, profile=profile, n_issues=n, eval_issues=eval_issues if eval_issues is not None
-                               else (50 if quick else None), seed=seed, k=k if k is not None else (4 if quick else 20),
+                               else (50 if quick else None), shadow_issues=shadow_issues,
+                               candidate_share=candidate_share, seed=seed, k=k if k is not None else (4 if quick else 20),
                                epsilon=epsilon, bok_issues=bok_issues if bok_issues is not None else (40 if quick else None),
                                bok_per_issue=bok_per_issue or None,
                                epochs=epochs, quick=quick, outcome_objective=outcome_objective,

@@ -234,8 +234,10 @@ class DecisionEngine:
         assert h.action is not None
         h_clamp = self.clamp.apply(h.action, issue)
         h.clamp = h_clamp.violations
+        c_applied: PlanAction | None = None
         if c is not None and c.action is not None:
-            c.clamp = self.clamp.apply(c.action, issue).violations
+            c_res = self.clamp.apply(c.action, issue)
+            c.clamp, c_applied = c_res.violations, c_res.applied
 
         fallback: str | None = None
         source = "heuristic"
@@ -261,7 +263,10 @@ class DecisionEngine:
         exploration: dict[str, Any] | None = None
         eps = self.config.exploration.epsilon
         if eps > 0:
-            chosen, propensity, exploration = self._explore(issue, decision_id, chosen)
+            toward = c_applied if c is not None and c.status == "ok" else None
+            explored, propensity, exploration = self._explore(issue, decision_id, chosen, toward)
+            assert explored is not None  # only a preview leaves the plan open
+            chosen = explored
             if exploration and exploration.get("explored"):
                 source = "exploration"
 
@@ -317,25 +322,50 @@ class DecisionEngine:
         chosen = self.clamp.project(heuristic_action, issue)
         if self.config.exploration.epsilon > 0:
             decision_id = decision_id_for(issue.id, issue.dk_attempts, isoformat_z(now), job_type)
-            chosen, _, _ = self._explore(issue, decision_id, chosen)
+            previewed, _, _ = self._explore(issue, decision_id, chosen, preview=True)
+            return previewed  # None: the draw goes to the candidate's plan, unknown before deciding
         return chosen
 
-    def _explore(self, issue: Issue, decision_id: str, greedy: PlanAction) -> tuple[PlanAction, float, dict[str, Any]]:
-        """Epsilon-greedy inside the clamp: alternatives are only plans the clamp allows."""
+    def _explore(self, issue: Issue, decision_id: str, greedy: PlanAction, candidate: PlanAction | None = None,
+                 preview: bool = False) -> tuple[PlanAction | None, float, dict[str, Any]]:
+        """Epsilon-greedy inside the clamp: alternatives are only plans the clamp allows.
+
+        With ``candidate_share`` s > 0, an exploring draw applies ``candidate`` (the candidate's
+        clamped plan, when it is an alternative) with probability s, else a uniform alternative:
+        the candidate's plan then has probability ε·s + ε(1−s)/k, every other alternative
+        ε(1−s)/k (ε/k when there is no candidate plan). The draws do not depend on the candidate,
+        so a ``preview`` (no candidate known) follows the same ones and returns ``None`` where the
+        candidate's plan would be applied.
+        """
         cfg = self.config.exploration
         allowed = self.clamp.allowed(issue)
         fields = cfg.fields or list(ACTION_FIELDS)
         fixed = [f for f in ACTION_FIELDS if f not in fields]
         alternatives = [a for a in allowed if a != greedy and all(getattr(a, f) == getattr(greedy, f) for f in fixed)]
+        k = len(alternatives)
+        share = cfg.candidate_share
+        toward = candidate if share > 0 and candidate is not None and candidate in alternatives else None
+
+        def info(explored: bool) -> dict[str, Any]:
+            out: dict[str, Any] = {"epsilon": cfg.epsilon, "explored": explored, "alternatives": k}
+            if explored:
+                out["greedy"] = greedy.label()
+            out["fields"] = list(fields)
+            if share > 0 and k:
+                out.update(candidate=toward.label() if toward is not None else None, candidate_share=share)
+            return out
+
         if not alternatives:
-            return greedy, 1.0, {"epsilon": cfg.epsilon, "explored": False, "alternatives": 0,
-                                 "fields": list(fields)}
+            return greedy, 1.0, info(False)
+        uniform = cfg.epsilon * (1.0 - share) / k if toward is not None else cfg.epsilon / k
         seed = int(hashlib.sha256(f"{cfg.seed}|{decision_id}".encode()).hexdigest()[:16], 16)
         rng = random.Random(seed)
         if rng.random() < cfg.epsilon:
-            pick = alternatives[rng.randrange(len(alternatives))]
-            return pick, cfg.epsilon / len(alternatives), {
-                "epsilon": cfg.epsilon, "explored": True, "alternatives": len(alternatives), "greedy": greedy.label(),
-                "fields": list(fields)}
-        return greedy, 1.0 - cfg.epsilon, {"epsilon": cfg.epsilon, "explored": False, "alternatives": len(alternatives),
-                                           "fields": list(fields)}
+            if share > 0 and rng.random() < share:
+                if preview:
+                    return None, 0.0, info(True)
+                pick = toward if toward is not None else alternatives[rng.randrange(k)]
+            else:
+                pick = alternatives[rng.randrange(k)]
+            return pick, uniform + (cfg.epsilon * share if pick == toward else 0.0), info(True)
+        return greedy, 1.0 - cfg.epsilon, info(False)

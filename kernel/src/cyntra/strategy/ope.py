@@ -443,7 +443,9 @@ def logging_probability(record: DecisionRecord, label: str, explore_fields: Sequ
     """The probability that the logging policy applied plan ``label`` in this decision.
 
     Reconstructed from the record: the greedy plan (``exploration.greedy`` when explored, else the
-    applied one) had ``1 − ε``, each of ``k`` alternatives ``ε / k``. Alternatives are the
+    applied one) had ``1 − ε``, each of ``k`` alternatives ``ε / k`` -- or, with candidate-directed
+    exploration (``exploration.candidate`` and ``candidate_share`` s), ``ε(1 − s) / k`` plus ``ε·s``
+    for the candidate's plan. Alternatives are the
     clamp-allowed plans that keep the non-explored fields; targets here are clamp outputs, so a
     plan other than the greedy one is an alternative iff it matches the greedy plan on the fields
     exploration may not change (``exploration.fields`` in the record, else ``explore_fields``,
@@ -465,7 +467,11 @@ def logging_probability(record: DecisionRecord, label: str, explore_fields: Sequ
     g, t = _label_fields(greedy), _label_fields(label)
     if g is None or t is None:
         return 0.0
-    return eps / k if all(g[f] == t[f] for f in fixed) else 0.0
+    if not all(g[f] == t[f] for f in fixed):
+        return 0.0
+    toward = exp.get("candidate")
+    share = float(exp.get("candidate_share") or 0.0) if toward else 0.0
+    return eps * (1.0 - share) / k + (eps * share if label == toward else 0.0)
 
 
 @dataclass
