@@ -167,6 +167,27 @@ def test_promote_succeeds_keeping_the_config_layout_and_rollback_restores_it(
     assert res.exit_code == 1 and "nothing to roll back" in res.output
 
 
+def test_promote_does_not_switch_from_a_strategy_changed_while_it_checked(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gates are checked outside the lock (they take a while); the switch re-reads the config
+    under it and refuses when someone changed ``strategy:`` meanwhile."""
+    import cyntra.strategy.promote as promote_mod
+
+    real = promote_mod.check_gates
+
+    def check_then_edit(*args: Any, **kwargs: Any) -> Any:
+        check = real(*args, **kwargs)
+        promote_mod.write_strategy(ws / ".cyntra" / "config.yaml", "heuristic")  # an operator's edit
+        return check
+
+    monkeypatch.setattr(promote_mod, "check_gates", check_then_edit)
+    res = CliRunner().invoke(promote_cmd, ["-w", str(ws)])
+    assert res.exit_code == 3, res.output
+    assert "strategy changed from shadow to heuristic" in res.output
+    assert load_config(ws / ".cyntra" / "config.yaml")[0].strategy == "heuristic" and _promotions(ws) == []
+
+
 def test_rollback_without_a_promotion(ws: Path) -> None:
     res = CliRunner().invoke(rollback_cmd, ["-w", str(ws)])
     assert res.exit_code == 1 and "nothing to roll back" in res.output

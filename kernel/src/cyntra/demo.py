@@ -3,7 +3,8 @@
 1. history — the heuristic decides, with exploration inside the clamp (propensities logged);
 2. dataset — archives + ledger → URM-style memmaps (leakage-safe, time-ordered);
 3. training + evaluation of the URM planner (CPU, or CUDA when present);
-4. shadow — later issues run with the heuristic applied and the planner recorded beside it;
+4. shadow — later issues run with the heuristic applied and the planner recorded beside it,
+   exploration favouring the planner's plans (``exploration.candidate_share``) so OPE has support;
 5. reports — `strategy diff` (markdown + plots), the oracle report, and a `promote --dry-run` verdict.
 
 It ends with a summary table and the path of every artifact.
@@ -31,6 +32,7 @@ class DemoSize:
     epochs: int
     history_fraction: float = 0.6
     epsilon: float = 0.15
+    candidate_share: float = 0.75  # shadow: share of exploring draws that apply the planner's plan
 
 
 QUICK = DemoSize(issues=360, epochs=6)
@@ -117,9 +119,12 @@ def run_demo(out: Path, *, quick: bool = False, seed: int = 7, console: Console 
     res.timings["train+eval"] = time.perf_counter() - t0
 
     # 4. shadow on the later issues
-    t0 = step("4/5 shadow: the heuristic decides, the URM planner is recorded beside it")
+    t0 = step("4/5 shadow: the heuristic decides, the URM planner is recorded beside it "
+              "(exploration favours its plans)")
     _set_config(ws, strategy="strategy: shadow",
-                planner=f"planner:\n  checkpoint: {ckpt}\n  candidate: urm\n  latency_budget_ms: 200\n")
+                planner=f"planner:\n  checkpoint: {ckpt}\n  candidate: urm\n  latency_budget_ms: 200\n",
+                exploration=f"exploration:\n  epsilon: {size.epsilon}\n  seed: {seed}\n"
+                            f"  candidate_share: {size.candidate_share}\n")
     session = KernelSession.open(ws.root)
     report2 = run_kernel(session, until_idle=True, once=False, progress=True)
     con.print(f"shadow: {report2.dispatched} decisions, {report2.fallbacks} fallbacks")

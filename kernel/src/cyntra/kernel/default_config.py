@@ -147,6 +147,7 @@ policy: policies/default.yaml     # the clamp every plan passes before it runs
 
 exploration:
   epsilon: 0.0                    # >0: sometimes apply another clamp-allowed plan (logged with its propensity)
+  candidate_share: 0.0            # shadow: share of those draws that apply the candidate's plan (OPE support)
 
 workcells:
   backend: auto                   # auto | git | directory

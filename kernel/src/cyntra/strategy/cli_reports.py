@@ -101,6 +101,8 @@ def promote_cmd(workspace: str, dry_run: bool, to: str | None, as_json: bool, se
         _print_check(check)
     if not check.passed:
         sys.exit(1)
+    if not dry_run and not check.promoted and check.from_strategy != check.to_strategy:
+        sys.exit(3)  # every gate passed, but the config changed under the check: nothing was switched
 
 
 @click.command("rollback")

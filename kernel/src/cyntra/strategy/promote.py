@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cyntra import clock
 from cyntra.errors import ConfigError, CyntraError
-from cyntra.fsutil import atomic_write_text
+from cyntra.fsutil import atomic_write_text, file_lock
 from cyntra.kernel.config import load_config
 from cyntra.kernel.session import KernelSession
 from cyntra.strategy.diff import fallback_key, issue_snapshots
@@ -283,6 +283,13 @@ def write_strategy(config_path: Path, value: str) -> None:
     atomic_write_text(config_path, set_strategy(text, value, config_path))
 
 
+def strategy_lock(ws: Workspace) -> Any:
+    """Serialises promote and rollback in one workspace: each reads the config and the ledger,
+    then rewrites ``strategy:`` and appends a record; two at once could record a switch that the
+    other's write undid. A running kernel is not blocked (it reads the config at start-up)."""
+    return file_lock(ws.cyntra_dir / "strategy.lock")
+
+
 def _who() -> str:
     user = os.environ.get("USER")
     if user:
@@ -309,10 +316,17 @@ def promote(
     if dry_run:
         check.message = f"dry run: every gate passed; would switch strategy {check.from_strategy} -> {check.to_strategy}"
         return check
-    write_strategy(session.workspace.config_path, check.to_strategy)
-    Ledger(session.workspace.decisions_dir).append(PromotionRecord(
-        kind="promotion", timestamp=clock.now_iso(), who=_who(), from_strategy=check.from_strategy,
-        to_strategy=check.to_strategy, evidence=check.evidence()))
+    with strategy_lock(session.workspace):
+        # The gates took a while: promote only from the strategy they were checked against.
+        now_strategy = load_config(session.workspace.config_path)[0].strategy
+        if now_strategy != check.from_strategy:
+            check.message = (f"not promoted: strategy changed from {check.from_strategy} to {now_strategy} "
+                             "while the gates were checked; run promote again")
+            return check
+        write_strategy(session.workspace.config_path, check.to_strategy)
+        Ledger(session.workspace.decisions_dir).append(PromotionRecord(
+            kind="promotion", timestamp=clock.now_iso(), who=_who(), from_strategy=check.from_strategy,
+            to_strategy=check.to_strategy, evidence=check.evidence()))
     check.promoted = True
     check.message = f"promoted: strategy {check.from_strategy} -> {check.to_strategy}"
     return check
@@ -341,6 +355,11 @@ def last_open_promotion(records: Sequence[PromotionRecord]) -> PromotionRecord |
 def rollback(workspace: str | Path) -> RollbackResult:
     """Return ``strategy:`` to what it was before the last promotion, and record the rollback."""
     ws = Workspace.at(workspace)
+    with strategy_lock(ws):
+        return _rollback(ws)
+
+
+def _rollback(ws: Workspace) -> RollbackResult:
     contents = Ledger(ws.decisions_dir).read()
     last = last_open_promotion(contents.promotions)
     if last is None:
