@@ -189,29 +189,39 @@ def _copy_workspace(src: Path, dst: Path) -> None:
 # -- evaluation helpers -------------------------------------------------------------------------
 
 
-def _ratio_interval(num: np.ndarray, den: np.ndarray, seed: int, n_boot: int = 1000) -> Interval | None:
+def _ratio_interval(num: np.ndarray, den: np.ndarray, seed: int, groups: Sequence[str], n_boot: int = 1000
+                    ) -> Interval | None:
+    """Σnum / Σden with an interval from resampling whole groups (issues)."""
     if num.size == 0 or den.sum() <= 0:
         return None
+    from cyntra.strategy.ope import cluster_ids
+
+    cl = cluster_ids(groups)
+    g = int(cl.max()) + 1
+    num_g, den_g = np.bincount(cl, weights=num, minlength=g), np.bincount(cl, weights=den, minlength=g)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, num.size, size=(n_boot, num.size))
-    d = den[idx].sum(axis=1)
-    ratios = np.where(d > 0, num[idx].sum(axis=1) / np.maximum(d, 1e-12), np.nan)
+    idx = rng.integers(0, g, size=(n_boot, g))
+    d = den_g[idx].sum(axis=1)
+    ratios = np.where(d > 0, num_g[idx].sum(axis=1) / np.maximum(d, 1e-12), np.nan)
     ratios = ratios[np.isfinite(ratios)]
     return Interval(mean=float(num.sum() / den.sum()), lo=float(np.percentile(ratios, 2.5)),
                     hi=float(np.percentile(ratios, 97.5)), n=int(num.size))
 
 
 def _strategy_row(name: str, rows: list[DecisionEval], fallbacks: int, wall: float) -> StrategyRow:
+    """One strategy's held-out figures; intervals resample whole issues (an issue's retries
+    depend on its earlier outcomes, so its decisions are not independent draws)."""
     done = [r for r in rows if r.passed is not None]
     passed = np.asarray([1.0 if r.passed else 0.0 for r in done])
     cost = np.asarray([r.cost_usd or 0.0 for r in done])
+    done_issues, all_issues = [r.issue_id for r in done], [r.issue_id for r in rows]
     return StrategyRow(
         strategy=name, decisions=len(rows), issues=len({r.issue_id for r in rows}),
-        pass_rate=bootstrap(passed.tolist(), seed=11) if done else None,
-        cost_per_pass=_ratio_interval(cost, passed, seed=12),
-        utility=bootstrap([r.realised for r in done if r.realised is not None], seed=13),
-        expected_utility=bootstrap([r.expected for r in rows], seed=14),
-        regret=bootstrap([r.regret for r in rows], seed=15),
+        pass_rate=bootstrap(passed.tolist(), seed=11, groups=done_issues) if done else None,
+        cost_per_pass=_ratio_interval(cost, passed, seed=12, groups=done_issues),
+        utility=bootstrap([r.realised for r in done], seed=13, groups=done_issues),
+        expected_utility=bootstrap([r.expected for r in rows], seed=14, groups=all_issues),
+        regret=bootstrap([r.regret for r in rows], seed=15, groups=all_issues),
         fallbacks=fallbacks, wall_seconds=round(wall, 3),
     )
 
@@ -224,8 +234,9 @@ def _slices(name: str, rows: list[DecisionEval]) -> list[SliceRow]:
             groups[str(getattr(r, dim))].append(r)
         for value, g in sorted(groups.items()):
             out.append(SliceRow(dimension=dim, value=value, strategy=name, n=len(g),
-                                regret=bootstrap([r.regret for r in g], seed=21),
-                                utility=bootstrap([r.realised for r in g if r.realised is not None], seed=22)))
+                                regret=bootstrap([r.regret for r in g], seed=21, groups=[r.issue_id for r in g]),
+                                utility=bootstrap([r.realised for r in g], seed=22,
+                                                  groups=[r.issue_id for r in g])))
     return out
 
 
@@ -249,7 +260,8 @@ def _oracle_row(session: Any, eval_ids: set[str], first_time: dict[str, str]) ->
         ec.append(float(best[3]))
     u = bootstrap(eu, seed=31)
     return StrategyRow(strategy="oracle", decisions=len(eu), issues=len(eu), pass_rate=bootstrap(pp, seed=32),
-                       cost_per_pass=_ratio_interval(np.asarray(ec), np.asarray(pp), seed=33), utility=u,
+                       cost_per_pass=_ratio_interval(np.asarray(ec), np.asarray(pp), seed=33,
+                                                     groups=[str(i) for i in range(len(ec))]), utility=u,
                        expected_utility=u, regret=Interval(mean=0.0, lo=0.0, hi=0.0, n=len(eu)))
 
 
@@ -386,7 +398,8 @@ def _ope(session: Any, data_dir: Path, ckpts: dict[str, Path | list[tuple[Path, 
     out: dict[str, Any] = {}
     for name, tgt in targets.items():
         out[name] = ope.evaluate(rewards, logged, props, np.asarray(tgt, dtype=np.int64), n_actions=len(labels),
-                                 logging=logging, contexts=np.asarray(cells), target_name=name, seed=seed)
+                                 logging=logging, contexts=np.asarray(cells), target_name=name, seed=seed,
+                                 groups=[j.decision.issue_id for j in rows])
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -19,6 +20,7 @@ from cyntra.kernel.session import KernelSession
 from cyntra.sim.backend import profile_for
 from cyntra.sim.oracle import oracle_table
 from cyntra.strategy.ledger import Ledger
+from cyntra.strategy.ope import cluster_bootstrap_means
 
 
 class Interval(BaseModel):
@@ -68,13 +70,20 @@ class SimReport(BaseModel):
     by_source: dict[str, SliceStats] = Field(default_factory=dict)
 
 
-def bootstrap(values: Sequence[float], *, seed: int = 0, n_boot: int = 1000) -> Interval | None:
-    xs = np.asarray([v for v in values if v is not None], dtype=float)
+def bootstrap(values: Sequence[float | None], *, seed: int = 0, n_boot: int = 1000,
+              groups: Sequence[Any] | None = None) -> Interval | None:
+    """Mean with a 95% percentile bootstrap interval; ``groups`` (one key per value, e.g. the
+    issue id) resamples whole groups: an issue's retries depend on its earlier outcomes."""
+    keep = [i for i, v in enumerate(values) if v is not None]
+    xs = np.asarray([values[i] for i in keep], dtype=float)
     if xs.size == 0:
         return None
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, xs.size, size=(n_boot, xs.size))
-    means = xs[idx].mean(axis=1)
+    if groups is not None:
+        means = cluster_bootstrap_means(xs, [groups[i] for i in keep], rng=rng, n_boot=n_boot)
+    else:
+        idx = rng.integers(0, xs.size, size=(n_boot, xs.size))
+        means = xs[idx].mean(axis=1)
     return Interval(mean=float(xs.mean()), lo=float(np.percentile(means, 2.5)),
                     hi=float(np.percentile(means, 97.5)), n=int(xs.size))
 
@@ -126,6 +135,7 @@ def summarize(rows: list[DecisionEval]) -> SimReport:
     done = [r for r in rows if r.passed is not None]
     passes = [r for r in done if r.passed]
     cost = sum(r.cost_usd or 0.0 for r in done)
+    issue_ids = [r.issue_id for r in rows]  # intervals resample whole issues (retries are not independent)
 
     def groups(key: str) -> dict[str, SliceStats]:
         g: dict[str, list[DecisionEval]] = defaultdict(list)
@@ -138,10 +148,10 @@ def summarize(rows: list[DecisionEval]) -> SimReport:
         with_outcome=len(done),
         pass_rate=len(passes) / len(done) if done else None,
         cost_per_pass=cost / len(passes) if passes else None,
-        realised_utility=bootstrap([r.realised for r in done if r.realised is not None], seed=1),
-        expected_utility=bootstrap([r.expected for r in rows], seed=2),
-        oracle_utility=bootstrap([r.oracle for r in rows], seed=3),
-        regret=bootstrap([r.regret for r in rows], seed=4),
+        realised_utility=bootstrap([r.realised for r in done], seed=1, groups=[r.issue_id for r in done]),
+        expected_utility=bootstrap([r.expected for r in rows], seed=2, groups=issue_ids),
+        oracle_utility=bootstrap([r.oracle for r in rows], seed=3, groups=issue_ids),
+        regret=bootstrap([r.regret for r in rows], seed=4, groups=issue_ids),
         by_risk=groups("risk"),
         by_size=groups("size"),
         by_source=groups("source"),

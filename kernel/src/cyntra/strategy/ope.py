@@ -146,18 +146,47 @@ def _interval(samples: Sequence[float] | FloatArray, alpha: float) -> tuple[floa
     return float(lo), float(hi)
 
 
+def cluster_ids(groups: Sequence[Any]) -> IntArray:
+    """Dense ids 0..G-1 for any hashable group keys, in order of first appearance."""
+    ids: dict[Any, int] = {}
+    return np.asarray([ids.setdefault(key, len(ids)) for key in groups], dtype=np.int64)
+
+
+def cluster_bootstrap_means(values: npt.ArrayLike, groups: Sequence[Any], *, rng: np.random.Generator,
+                            n_boot: int, chunk: int = 200) -> FloatArray:
+    """Means of ``n_boot`` resamples that draw whole groups with replacement (a resample's size
+    varies with the sizes of the groups it draws)."""
+    x = np.asarray(values, dtype=np.float64)
+    cl = cluster_ids(groups)
+    if cl.shape != x.shape:
+        raise ValueError("groups must have one entry per value")
+    g = int(cl.max()) + 1 if cl.size else 0
+    sums, sizes = np.bincount(cl, weights=x, minlength=g), np.bincount(cl, minlength=g).astype(np.float64)
+    out = []
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        draws = rng.integers(0, g, (b, g))
+        out.append(sums[draws].sum(axis=1) / sizes[draws].sum(axis=1))
+    return np.concatenate(out) if out else np.empty(0)
+
+
 def on_policy_mean(
-    rewards: npt.ArrayLike, *, seed: int = 0, n_boot: int = N_BOOT, alpha: float = ALPHA
+    rewards: npt.ArrayLike, *, seed: int = 0, n_boot: int = N_BOOT, alpha: float = ALPHA,
+    groups: Sequence[Any] | None = None,
 ) -> Estimate:
-    """The logging policy's own mean reward (plain mean) with a percentile bootstrap interval."""
+    """The logging policy's own mean reward (plain mean) with a percentile bootstrap interval
+    (resampling whole ``groups`` when given)."""
     r = np.asarray(rewards, dtype=np.float64)
     if r.size == 0:
         return Estimate(method="on_policy", estimate=None, reason="no logged decisions with a reward")
     rng = np.random.default_rng(seed)
-    boots = np.concatenate([
-        r[rng.integers(0, r.size, (min(200, n_boot - start), r.size))].mean(axis=1)
-        for start in range(0, n_boot, 200)
-    ])
+    if groups is not None:
+        boots = cluster_bootstrap_means(r, groups, rng=rng, n_boot=n_boot)
+    else:
+        boots = np.concatenate([
+            r[rng.integers(0, r.size, (min(200, n_boot - start), r.size))].mean(axis=1)
+            for start in range(0, n_boot, 200)
+        ])
     lo, hi = _interval(boots, alpha)
     return Estimate(method="on_policy", estimate=float(r.mean()), lower=lo, upper=hi)
 
@@ -225,8 +254,12 @@ class _Estimators:
             self.d_fixed = (pi * q_fixed).sum(axis=1) + self.w * (r - q_fixed[rows, a])
 
     def __call__(self, m: FloatArray) -> FloatArray:
-        """(b, 3): (IPS, SNIPS, DR) for each row of multiplicities ``m`` (b, n)."""
-        b, n, lam = m.shape[0], self.n, self.lam
+        """(b, 3): (IPS, SNIPS, DR) for each row of multiplicities ``m`` (b, n).
+
+        A row's size ``Σm`` is ``n`` for a resample of decisions; a resample of clusters (whole
+        issues) varies in size, so every mean divides by the row's own total."""
+        b, lam = m.shape[0], self.lam
+        n = m.sum(axis=1)
         m_wr = m @ self.wr
         wsum = m @ self.w
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -245,7 +278,7 @@ class _Estimators:
             q = q.reshape(b, -1)
             direct = sum(((grp(m * col[None, :]) * q).sum(axis=1) for col, grp in self.target_groups), np.zeros(b))
             # Leave decision i's copies out of its own cell-action fit (and of its action's and the global mean).
-            g_loo = (s_tot[:, None] - mr) / np.maximum(n - m, 1.0)
+            g_loo = (s_tot[:, None] - mr) / np.maximum(n[:, None] - m, 1.0)
             m_loo = (s_a[:, self.a] - mr + lam * g_loo) / (n_a[:, self.a] - m + lam)
             q_loo = (s_ca[:, self.key] - mr + lam * m_loo) / (n_ca[:, self.key] - m + lam)
             q_in = q[:, self.key]
@@ -255,17 +288,21 @@ class _Estimators:
         return np.stack([m_wr / n, snips, dr], axis=1)
 
 
-def _bootstrap(est: _Estimators, *, seed: int, n_boot: int, chunk: int = 200) -> FloatArray:
-    """(n_boot, 3) resampled estimates (multinomial resampling of decisions, seeded)."""
+def _bootstrap(est: _Estimators, *, seed: int, n_boot: int, groups: IntArray | None = None,
+               chunk: int = 200) -> FloatArray:
+    """(n_boot, 3) resampled estimates, seeded: multinomial resampling of decisions, or of whole
+    clusters (``groups``: a cluster id 0..G-1 per decision) when decisions are not independent --
+    the retries of one issue follow from its earlier outcomes."""
     n = est.n
+    g = int(groups.max()) + 1 if groups is not None else n
     rng = np.random.default_rng(seed)
     out = np.empty((n_boot, 3))
     for start in range(0, n_boot, chunk):
         b = min(chunk, n_boot - start)
-        draws = rng.integers(0, n, (b, n))
-        flat = (np.arange(b)[:, None] * n + draws).ravel()
-        m = np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
-        out[start:start + b] = est(m)
+        draws = rng.integers(0, g, (b, g))
+        flat = (np.arange(b)[:, None] * g + draws).ravel()
+        m = np.bincount(flat, minlength=b * g).reshape(b, g).astype(np.float64)
+        out[start:start + b] = est(m if groups is None else m[:, groups])
     return out
 
 
@@ -279,6 +316,7 @@ def evaluate(
     logging: npt.ArrayLike | None = None,
     contexts: npt.ArrayLike | None = None,
     q_hat: npt.ArrayLike | None = None,
+    groups: Sequence[Any] | None = None,
     target_name: str = "target",
     seed: int = 0,
     n_boot: int = N_BOOT,
@@ -292,7 +330,8 @@ def evaluate(
     stochastic target is a ``(n, n_actions)`` distribution. ``logging`` is the logging policy's
     full distribution ``(n, n_actions)`` when known (used for support only; the logged action's
     propensity always comes from ``propensities``). ``contexts`` are coarse context-cell ids for
-    the default reward model; ``q_hat`` (``(n, n_actions)``) replaces it.
+    the default reward model; ``q_hat`` (``(n, n_actions)``) replaces it. ``groups`` (any
+    hashable per decision, e.g. the issue id) makes the bootstrap resample whole groups.
     """
     r = np.asarray(rewards, dtype=np.float64)
     a = np.asarray(logged_actions, dtype=np.int64)
@@ -381,7 +420,12 @@ def evaluate(
 
     est = _Estimators(pi, a, p, r, cells, n_cells, q_fixed, shrinkage)
     point = est(np.ones((1, n)))[0]
-    boots = _bootstrap(est, seed=seed, n_boot=n_boot)
+    cluster = None
+    if groups is not None:
+        cluster = cluster_ids(groups)
+        if cluster.shape != (n,):
+            raise ValueError("groups must have one entry per decision")
+    boots = _bootstrap(est, seed=seed, n_boot=n_boot, groups=cluster)
     out: list[Estimate] = []
     for j, method in enumerate(("ips", "snips", "dr")):
         lo, hi = _interval(boots[:, j], alpha)
@@ -599,16 +643,23 @@ def ledger_ope(
     seed: int = 0,
     n_boot: int = N_BOOT,
     thresholds: SupportThresholds = DEFAULT_THRESHOLDS,
+    cluster_by_issue: bool = True,
 ) -> LedgerOPE:
-    """Evaluate ``targets`` on the decisions that have a reward and a plan for every target."""
+    """Evaluate ``targets`` on the decisions that have a reward and a plan for every target.
+
+    Intervals resample whole issues (``cluster_by_issue``): an issue's retries depend on its
+    earlier outcomes, so its decisions are not independent draws."""
     batch = build_batch(joined, cell_of, targets=targets, explore_fields=explore_fields, reward=reward)
     population = "decisions with a recorded " + reward + (
         " and a candidate proposal" if "candidate" in targets else "")
     results = {
         t: evaluate(batch.rewards, batch.logged, batch.propensities, batch.targets[t],
                     n_actions=max(1, len(batch.labels)), logging=batch.logging[t], contexts=batch.cells,
+                    groups=[j.decision.issue_id for j in batch.decisions] if cluster_by_issue else None,
                     target_name=t, seed=seed, n_boot=n_boot, thresholds=thresholds)
         for t in targets
     }
     return LedgerOPE(population=population, reward=reward, n=batch.n,
-                     logging=on_policy_mean(batch.rewards, seed=seed, n_boot=n_boot), results=results)
+                     logging=on_policy_mean(batch.rewards, seed=seed, n_boot=n_boot,
+                                            groups=[j.decision.issue_id for j in batch.decisions]
+                                            if cluster_by_issue else None), results=results)
