@@ -21,6 +21,7 @@ from cyntra.sim.benchmark import (
     _fresh_ids,
     _set_config,
     benchmark_cmd,
+    difference_interval,
     run_benchmark,
 )
 from cyntra.state.store import BeadsStore
@@ -51,6 +52,10 @@ def _check(out: Path, result: BenchmarkResult, n_history: int) -> None:
     for o in result.ope:
         assert (o.estimate is None) == (o.reason is not None)
         assert o.realised_held_out is not None
+        assert (o.difference is None) == (o.estimate is None)
+        if o.difference is not None:
+            assert o.difference.mean == pytest.approx(o.estimate - o.realised_held_out.mean)
+            assert o.agrees == (o.difference.lo <= 0 <= o.difference.hi)
     # The paired design: the held-out issues ran once per strategy on copies of the same history.
     hist = Ledger(Workspace.at(out / "history").decisions_dir).read().decisions
     # Every eval copy holds the whole history store (escalations included) plus the held-out issues,
@@ -122,3 +127,23 @@ def test_quick_cli_as_the_demo_calls_it(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     result = BenchmarkResult.model_validate_json((out / "benchmark.json").read_text())
     _check(out, result, 100)
+
+
+def test_difference_interval_carries_both_samples_error() -> None:
+    """An exact estimator (estimate and realised both unbiased, equal standard errors): the
+    realised mean falls inside the estimate's own 95% interval only ~83% of the time, while the
+    interval on their difference contains 0 ~95% of the time."""
+    import numpy as np
+
+    from cyntra.sim.report import Interval
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    inside = agree = 0
+    for est, real in rng.normal(0.0, 1.0, (n, 2)):
+        held = Interval(mean=float(real), lo=float(real) - 1.96, hi=float(real) + 1.96, n=100)
+        inside += est - 1.96 <= real <= est + 1.96
+        d = difference_interval(float(est), float(est) - 1.96, float(est) + 1.96, held)
+        agree += d.lo <= 0 <= d.hi
+    assert 0.80 < inside / n < 0.87
+    assert 0.93 < agree / n < 0.97
