@@ -454,6 +454,20 @@ def test_candidate_directed_exploration_logs_the_mixture_it_draws_from(tmp_path:
     assert abs(toward_hits - expected) < 4 * (explored * 0.25) ** 0.5, (toward_hits, expected, explored)
 
 
+def test_candidate_share_is_a_shadow_setting(tmp_path: Path) -> None:
+    """Where the candidate decides (or fell back for low confidence), exploring draws stay
+    uniform: no record names a candidate plan to favour."""
+    ws = make_workspace(tmp_path / "ws", config={
+        "exploration": {"epsilon": 0.5, "seed": 3, "candidate_share": 1.0}})
+    for name in ("my-confident", "my-unsure"):
+        session = KernelSession.open(ws, strategy=name)
+        for d in session.engine.decide(contexts(session)):
+            exp = d.record.exploration or {}
+            assert exp.get("candidate") is None
+            assert ope.logging_probability(d.record, d.record.applied.action.label()) == pytest.approx(
+                d.record.propensity)
+
+
 def test_decision_ids_are_deterministic_and_distinct(tmp_path: Path) -> None:
     session = KernelSession.open(make_workspace(tmp_path / "ws"), strategy="heuristic")
     ids = [d.record.decision_id for d in session.engine.decide(contexts(session))]

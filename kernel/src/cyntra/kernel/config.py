@@ -100,9 +100,9 @@ class ExplorationConfig(_Section):
     epsilon: float = Field(default=0.0, ge=0, le=1)
     fields: list[str] | None = None
     seed: int = 0
-    # Of the exploring draws, the share that applies the candidate's (clamped) plan instead of a
-    # uniform alternative: in shadow mode this gives off-policy evaluation of the candidate the
-    # support that uniform exploration over dozens of plans cannot.
+    # In shadow mode, the share of exploring draws that applies the candidate's (clamped) plan
+    # instead of a uniform alternative: it gives off-policy evaluation of the candidate the
+    # support that uniform exploration over dozens of plans cannot. Ignored in other modes.
     candidate_share: float = Field(default=0.0, ge=0, le=1)
 
 

@@ -263,7 +263,8 @@ class DecisionEngine:
         exploration: dict[str, Any] | None = None
         eps = self.config.exploration.epsilon
         if eps > 0:
-            toward = c_applied if c is not None and c.status == "ok" else None
+            # shadow only: where the candidate decides, exploring around its own plan is uniform
+            toward = c_applied if self.mode == "shadow" and c is not None and c.status == "ok" else None
             explored, propensity, exploration = self._explore(issue, decision_id, chosen, toward)
             assert explored is not None  # only a preview leaves the plan open
             chosen = explored
