@@ -23,6 +23,7 @@ from cyntra.kernel.artifacts import read_manifest, read_proof
 from cyntra.schemas import schema_errors
 from cyntra.state.store import BeadsStore
 from cyntra.strategy.ledger import Ledger
+from cyntra.workcell.manager import MARKER_NAME
 
 FAKES = Path(__file__).parent / "fakes"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -223,6 +224,23 @@ def test_path_traversal_id_is_rejected_and_nothing_runs(repo: Path) -> None:
     assert report["failed"] >= 1
 
 
+def test_recovery_removes_a_workcell_killed_while_it_was_created(repo: Path) -> None:
+    """A kernel killed between `git worktree add` and the marker leaves a worktree, a branch and
+    a directory nobody lists as a workcell; the next run removes all three (no agent ran there,
+    so there is nothing to archive) and runs the issue."""
+    _issues(repo, {"id": "5", "title": "Interrupted", "dk_tool_hint": "codex"})
+    root = repo / ".cyntra" / "workcells"
+    root.mkdir(parents=True)
+    _git(repo, "worktree", "add", "-q", "-b", "wc-5-20260101T000000000000", str(root / "wc-5-20260101T000000000000"))
+    (root / "wc-9-plain").mkdir()  # a directory-backend one: the directory only
+    report = _run(repo, "--once")
+    assert report["dispatched"] == 1 and BeadsStore(repo).load().issues["5"].status == "done"
+    assert not list(root.glob("wc-*"))
+    branches = subprocess.run(["git", "branch", "--list", "wc-*"], cwd=repo, capture_output=True, text=True).stdout
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=repo, capture_output=True, text=True).stdout
+    assert "wc-5-2026" not in branches and "wc-5-2026" not in worktrees
+
+
 def test_recovery_after_kill(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_AGENT_MODE", "hang")
     _issues(repo, {"id": "5", "title": "Killed mid-run", "dk_tool_hint": "codex"})
@@ -230,7 +248,9 @@ def test_recovery_after_kill(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Non
                             env=dict(os.environ), start_new_session=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        if BeadsStore(repo).load().issues["5"].status == "running" and list((repo / ".cyntra" / "workcells").glob("wc-*")):
+        # the workcell is complete (its marker is written before the agent starts)
+        if BeadsStore(repo).load().issues["5"].status == "running" and list(
+                (repo / ".cyntra" / "workcells").glob(f"wc-*/{MARKER_NAME}")):
             break
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)

@@ -253,6 +253,10 @@ class Kernel:
             with contextlib.suppress(Exception):
                 self.manager.cleanup(wc)
             self.events.emit("workcell.recovered", issue_id=wc.issue_id, workcell_id=wc.id)
+        for path in self.manager.list_unfinished():  # killed while creating it: nothing to archive
+            with contextlib.suppress(Exception):
+                self.manager.remove_unfinished(path)
+            self.events.emit("workcell.removed_unfinished", workcell_id=path.name)
         with contextlib.suppress(Exception):
             self.manager.prune()
         for issue in running:

@@ -247,6 +247,27 @@ class WorkcellManager:
                 log.warning("workcell_marker_unreadable", path=str(marker), error=str(exc))
         return found
 
+    def list_unfinished(self) -> list[Path]:
+        """Workcell directories without a marker: a kernel killed between creating the directory
+        (or git worktree) and writing the marker. No agent ran in them (the marker comes first)."""
+        if not self.root.is_dir():
+            return []
+        return [entry for entry in sorted(self.root.iterdir())
+                if entry.is_dir() and entry.name.startswith("wc-") and not (entry / MARKER_NAME).exists()]
+
+    def remove_unfinished(self, path: Path) -> None:
+        """Remove an unfinished workcell: its worktree and branch (named after it) for git."""
+        if self.backend == "directory":
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        with self._repo_lock():
+            self._git(["worktree", "remove", "--force", "--force", str(path)], self.workspace, check=False)
+            if path.exists():
+                shutil.rmtree(path, ignore_errors=True)
+            self._git(["worktree", "prune"], self.workspace, check=False)
+            if self._branch_exists(path.name):
+                self._git(["branch", "-D", "-q", path.name], self.workspace, check=False)
+
     def list_archived(self) -> list[str]:
         """Ids of archived workcells (temp dirs of an interrupted archive are skipped)."""
         if not self.archive_root.is_dir():
