@@ -119,12 +119,13 @@ def run_demo(out: Path, *, quick: bool = False, seed: int = 7, console: Console 
     res.timings["train+eval"] = time.perf_counter() - t0
 
     # 4. shadow on the later issues
-    t0 = step("4/5 shadow: the heuristic decides, the URM planner is recorded beside it "
-              "(exploration favours its plans)")
+    t0 = step("4/5 shadow: the heuristic decides, the URM planner is recorded beside it")
     _set_config(ws, strategy="strategy: shadow",
                 planner=f"planner:\n  checkpoint: {ckpt}\n  candidate: urm\n  latency_budget_ms: 200\n",
                 exploration=f"exploration:\n  epsilon: {size.epsilon}\n  seed: {seed}\n"
                             f"  candidate_share: {size.candidate_share}\n")
+    con.print(f"exploration ε={size.epsilon}, {size.candidate_share:.0%} of it on the planner's plans "
+              "(OPE support)")
     session = KernelSession.open(ws.root)
     report2 = run_kernel(session, until_idle=True, once=False, progress=True)
     con.print(f"shadow: {report2.dispatched} decisions, {report2.fallbacks} fallbacks")
