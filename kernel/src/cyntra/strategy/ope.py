@@ -13,7 +13,8 @@ target policy π (deterministic: one action per decision, or a distribution over
   resample so the interval includes its uncertainty. A caller may pass its own q̂ matrix.
 
 Every estimate comes with a seeded percentile bootstrap interval (:data:`N_BOOT` resamples of the
-decisions, 95 %), and the run with support diagnostics. No number is reported (``estimate=None``
+decisions, or of whole issues with ``groups`` -- what the ledger bridge uses, since an issue's
+retries depend on its earlier outcomes; 95 %), and the run with support diagnostics. No number is reported (``estimate=None``
 with a ``reason``) when the log cannot support one — :class:`SupportThresholds`:
 
 * fewer than ``min_matches`` (30) decisions where the logger took an action the target takes;
