@@ -23,7 +23,7 @@ On a fresh sim workspace (one population of ``issues + eval_issues`` arrivals):
    OPE of both from this recent, candidate-supported log is the estimate the held-out run is
    checked against: the history's uniform exploration over dozens of plans leaves the
    candidate an effective sample of a few dozen decisions, and a world that drifts makes an
-   old log describe the past (docs/beat-the-heuristic.md §5);
+   old log describe the past (docs/beat-the-heuristic.md §4d);
 7. **held-out evaluation** — the later ``eval_issues`` arrivals (new issues after the history
    window; dependencies on history issues dropped) run under each strategy in its own copy of
    the workspace (same history, same seeds: a paired comparison), without exploration, and are
