@@ -31,6 +31,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -283,7 +284,7 @@ def write_strategy(config_path: Path, value: str) -> None:
     atomic_write_text(config_path, set_strategy(text, value, config_path))
 
 
-def strategy_lock(ws: Workspace) -> Any:
+def strategy_lock(ws: Workspace) -> AbstractContextManager[None]:
     """Serialises promote and rollback in one workspace: each reads the config and the ledger,
     then rewrites ``strategy:`` and appends a record; two at once could record a switch that the
     other's write undid. A running kernel is not blocked (it reads the config at start-up)."""
