@@ -398,7 +398,7 @@ def _ope(session: Any, data_dir: Path, ckpts: dict[str, Path | list[tuple[Path, 
     cells = []
     for j in rows:
         issue = issues.get(j.decision.issue_id)
-        name = f"{issue.dk_risk}/{issue.dk_size}" if issue is not None else "unknown"
+        name = _cell(issue)
         cells.append(cell_names.setdefault(name, len(cell_names)))
     out: dict[str, Any] = {}
     for name, tgt in targets.items():
@@ -406,6 +406,11 @@ def _ope(session: Any, data_dir: Path, ckpts: dict[str, Path | list[tuple[Path, 
                                  logging=logging, contexts=np.asarray(cells), target_name=name, seed=seed,
                                  groups=[j.decision.issue_id for j in rows])
     return out
+
+
+def _cell(issue: Any) -> str:
+    """The OPE reward model's context cell: risk/size."""
+    return f"{issue.dk_risk}/{issue.dk_size}" if issue is not None else "unknown"
 
 
 def _shadow_ope(session: Any, before: set[str], seed: int) -> dict[str, Any]:
@@ -416,10 +421,7 @@ def _shadow_ope(session: Any, before: set[str], seed: int) -> dict[str, Any]:
     joined = [j for j in _ledger_joined(session.workspace.root)
               if j.decision.decision_id not in before and j.decision.job_type == "code"]
     issues = session.store.load().issues
-    cell_of = {}
-    for j in joined:
-        issue = issues.get(j.decision.issue_id)
-        cell_of[j.decision.decision_id] = f"{issue.dk_risk}/{issue.dk_size}" if issue is not None else "unknown"
+    cell_of = {j.decision.decision_id: _cell(issues.get(j.decision.issue_id)) for j in joined}
     res = ope.ledger_ope(joined, cell_of, seed=seed)
     return {"heuristic": res.results["heuristic"], "urm-outcome": res.results["candidate"]}
 
