@@ -233,9 +233,14 @@ def test_recovery_removes_a_workcell_killed_while_it_was_created(repo: Path) -> 
     root.mkdir(parents=True)
     _git(repo, "worktree", "add", "-q", "-b", "wc-5-20260101T000000000000", str(root / "wc-5-20260101T000000000000"))
     (root / "wc-9-plain").mkdir()  # a directory-backend one: the directory only
+    archiving = root / "wc-7-archiving"  # killed mid-archive: the agent's work is there, keep it
+    archiving.mkdir()
+    (archiving / "archive_meta.json").write_text("{}")
+    (archiving / "result.txt").write_text("work\n")
     report = _run(repo, "--once")
     assert report["dispatched"] == 1 and BeadsStore(repo).load().issues["5"].status == "done"
-    assert not list(root.glob("wc-*"))
+    assert [p.name for p in root.glob("wc-*")] == ["wc-7-archiving"]
+    assert (archiving / "result.txt").read_text() == "work\n"
     branches = subprocess.run(["git", "branch", "--list", "wc-*"], cwd=repo, capture_output=True, text=True).stdout
     worktrees = subprocess.run(["git", "worktree", "list"], cwd=repo, capture_output=True, text=True).stdout
     assert "wc-5-2026" not in branches and "wc-5-2026" not in worktrees

@@ -249,11 +249,14 @@ class WorkcellManager:
 
     def list_unfinished(self) -> list[Path]:
         """Workcell directories without a marker: a kernel killed between creating the directory
-        (or git worktree) and writing the marker. No agent ran in them (the marker comes first)."""
+        (or git worktree) and writing the marker. No agent ran in them (the marker comes first).
+        A directory with archive metadata lost its marker mid-archive and holds an agent's work:
+        it is not listed (left as it is, as before)."""
         if not self.root.is_dir():
             return []
         return [entry for entry in sorted(self.root.iterdir())
-                if entry.is_dir() and entry.name.startswith("wc-") and not (entry / MARKER_NAME).exists()]
+                if entry.is_dir() and entry.name.startswith("wc-") and not (entry / MARKER_NAME).exists()
+                and not (entry / ARCHIVE_META).exists()]
 
     def remove_unfinished(self, path: Path) -> None:
         """Remove an unfinished workcell: its worktree and branch (named after it) for git."""
