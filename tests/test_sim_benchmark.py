@@ -75,9 +75,20 @@ def _check(out: Path, result: BenchmarkResult, n_history: int) -> None:
     assert all(d.candidate is not None and d.candidate.status == "ok" for d in shadow)
     assert all((d.exploration or {}).get("candidate_share") == result.candidate_share
                for d in shadow if (d.exploration or {}).get("alternatives"))
-    assert {(o.strategy, o.method) for o in result.ope if o.log == "shadow"} == {
-        (n, m) for n in ("heuristic", "urm-outcome") for m in ("ips", "snips", "dr")}
+    for population in ("decisions", "first"):
+        assert {(o.strategy, o.method) for o in result.ope if o.log == "shadow" and o.population == population} == {
+            (n, m) for n in ("heuristic", "urm-outcome") for m in ("ips", "snips", "dr")}
     assert result.target["ope_log"] == "shadow" and isinstance(result.target["ope_met"], bool)
+    assert isinstance(result.target["ope_first_met"], bool)
+    # First decisions: one per shadow issue logged, one per held-out issue realised.
+    shadow_issues = {d.issue_id for d in shadow}
+    first = [o for o in result.ope if o.population == "first"]
+    every = [o for o in result.ope if o.population == "decisions" and o.log == "shadow"]
+    for o in first:
+        assert o.realised_held_out is not None and o.realised_held_out.n <= result.eval_issues
+        twin = next(e for e in every if (e.strategy, e.method) == (o.strategy, o.method))
+        assert o.matches is not None and twin.matches is not None and o.matches <= min(twin.matches, len(shadow_issues))
+    assert "| shadow | first |" in md
     for name in STRATEGIES:
         decisions = Ledger(Workspace.at(out / "eval" / name).decisions_dir).read().decisions
         new = [d for d in decisions[len(hist):]]
