@@ -431,9 +431,10 @@ def test_candidate_directed_exploration_logs_the_mixture_it_draws_from(tmp_path:
             exp = rec.exploration or {}
             toward = session.clamp.apply(GREEDY_FAR, issue).applied
             greedy = session.clamp.apply(rec.heuristic.action, issue).applied  # type: ignore[arg-type]
+            floored = issue.id in {"t1", "k5"}  # kernel-confident: 0.9 floor, the candidate says 0.5
             if exp.get("alternatives"):
                 assert exp["candidate_share"] == share
-                assert exp["candidate"] == (toward.label() if toward != greedy else None)
+                assert exp["candidate"] == (toward.label() if toward != greedy and not floored else None)
             assert ope.logging_probability(rec, rec.applied.action.label()) == pytest.approx(rec.propensity)
             # over the plans the clamp allows (OPE's targets are clamp outputs)
             total = sum(ope.logging_probability(rec, a.label()) for a in session.clamp.allowed(issue))
@@ -452,6 +453,25 @@ def test_candidate_directed_exploration_logs_the_mixture_it_draws_from(tmp_path:
     assert explored > 20 and previews > 0
     # the candidate's share plus its part of the uniform draws (within 4 binomial sigmas)
     assert abs(toward_hits - expected) < 4 * (explored * 0.25) ** 0.5, (toward_hits, expected, explored)
+
+
+def test_shadow_explores_towards_the_candidate_only_above_its_confidence_floor(tmp_path: Path) -> None:
+    """Below the floor a deployed candidate falls back to the heuristic, so shadow records the
+    same fallback and never favours the plan it would not apply: the log then estimates the
+    candidate as it would run."""
+    ws = make_workspace(tmp_path / "ws", config={
+        "strategy": "shadow", "planner": {"candidate": "my-unsure"},  # 0.1 against the policy's 0.2
+        "exploration": {"epsilon": 0.5, "seed": 3, "candidate_share": 1.0}})
+    session = KernelSession.open(ws)
+    for d in session.engine.decide(contexts(session)):
+        rec = d.record
+        assert rec.candidate is not None and rec.candidate.status == "ok"
+        assert [v.field for v in rec.candidate.clamp if v.field == "confidence"] == ["confidence"]
+        assert (rec.exploration or {}).get("candidate") is None
+        assert rec.fallback_reason is None  # shadow: the heuristic applies by design
+        assert ope.target_label(rec, "candidate") == ope.target_label(rec, "heuristic")
+        assert ope.logging_probability(rec, rec.applied.action.label()) == pytest.approx(rec.propensity)
+        assert schema_errors("decision", rec.model_dump(mode="json")) == []
 
 
 def test_candidate_share_is_a_shadow_setting(tmp_path: Path) -> None:

@@ -234,10 +234,23 @@ class DecisionEngine:
         assert h.action is not None
         h_clamp = self.clamp.apply(h.action, issue)
         h.clamp = h_clamp.violations
-        c_applied: PlanAction | None = None
-        if c is not None and c.action is not None:
+        # What the candidate would apply if it decided: its clamped plan above the confidence
+        # floor. Shadow records the same floor (so its log describes the candidate as deployed)
+        # and directs exploration only towards a plan the candidate would really apply.
+        c_would: tuple[PlanAction, list[Violation]] | None = None
+        low_confidence: str | None = None
+        if c is not None and c.status == "ok" and c.action is not None:
             c_res = self.clamp.apply(c.action, issue)
-            c.clamp, c_applied = c_res.violations, c_res.applied
+            c.clamp = c_res.violations
+            floor, floor_rule = self.clamp.min_confidence(issue)
+            floor = max(floor, self.config.planner.min_confidence)
+            conf = c.confidence if c.confidence is not None else 0.0
+            if conf < floor:
+                low_confidence = f"low confidence {conf:.3f} < {floor:.3f} ({floor_rule})"
+                c.clamp = [*c.clamp, Violation(rule_id=floor_rule, field="confidence", requested=conf,
+                                               limit={"min_confidence": floor}, applied="heuristic", mode="enforce")]
+            else:
+                c_would = c_res.applied, c_res.violations
 
         fallback: str | None = None
         source = "heuristic"
@@ -246,25 +259,18 @@ class DecisionEngine:
         if self.mode not in ("heuristic", "shadow"):
             if c is None or c.status != "ok" or c.action is None:
                 fallback = f"candidate {c.status if c else 'missing'}: {c.error if c else ''}".strip()
+            elif c_would is None:
+                fallback = low_confidence
             else:
-                floor, floor_rule = self.clamp.min_confidence(issue)
-                floor = max(floor, self.config.planner.min_confidence)
-                conf = c.confidence if c.confidence is not None else 0.0
-                if conf < floor:
-                    fallback = f"low confidence {conf:.3f} < {floor:.3f} ({floor_rule})"
-                    c.clamp = [*c.clamp, Violation(rule_id=floor_rule, field="confidence", requested=conf,
-                                                   limit={"min_confidence": floor}, applied="heuristic",
-                                                   mode="enforce")]
-                else:
-                    res = self.clamp.apply(c.action, issue)
-                    chosen, source, clamp_violations = res.applied, "candidate", res.violations
+                chosen, clamp_violations = c_would
+                source = "candidate"
 
         propensity = 1.0
         exploration: dict[str, Any] | None = None
         eps = self.config.exploration.epsilon
         if eps > 0:
             # shadow only: where the candidate decides, exploring around its own plan is uniform
-            toward = c_applied if self.mode == "shadow" and c is not None and c.status == "ok" else None
+            toward = c_would[0] if self.mode == "shadow" and c_would is not None else None
             explored, propensity, exploration = self._explore(issue, decision_id, chosen, toward)
             assert explored is not None  # only a preview leaves the plan open
             chosen = explored
