@@ -267,3 +267,51 @@ def test_recovery_after_kill(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert BeadsStore(repo).load().issues["5"].status == "done"
     assert not [p for p in (repo / ".cyntra" / "workcells").glob("wc-*")]
     assert len(_archives(repo)) == 2  # the orphan was archived, not lost
+
+
+def test_watch_picks_up_new_issues_and_a_signal_stops_it_after_the_running_dispatch(
+        repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--watch`` polls for work someone adds to the issues file while it runs; SIGTERM starts no
+    new dispatch, lets the running one finish and be recorded, and exits 0 with the report."""
+    monkeypatch.setenv("FAKE_AGENT_DELAY", "1.5")
+    _issues(repo, {"id": "1", "title": "First", "dk_tool_hint": "codex"})
+    proc = subprocess.Popen([sys.executable, "-m", "cyntra.cli", "run", "-w", str(repo), "--watch",
+                             "--poll-seconds", "0.1", "--json"],
+                            env=dict(os.environ), start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+    def wait_for(issue_id: str, status: str) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            issue = BeadsStore(repo).load().issues.get(issue_id)
+            if issue is not None and issue.status == status:
+                return
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        raise AssertionError(f"issue {issue_id} never became {status}")
+
+    try:
+        wait_for("1", "done")
+        with open(repo / ".beads" / "issues.jsonl", "a") as fh:  # as another tool would add one
+            fh.write(json.dumps({"id": "2", "title": "Second", "status": "open", "dk_tool_hint": "codex",
+                                 "created": "2026-01-02T00:00:00Z"}) + "\n")
+        wait_for("2", "running")
+        with open(repo / ".beads" / "issues.jsonl", "a") as fh:  # arrives too late: never started
+            fh.write(json.dumps({"id": "3", "title": "Third", "status": "open", "dk_tool_hint": "codex",
+                                 "created": "2026-01-03T00:00:00Z"}) + "\n")
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err
+    report = json.loads(out)
+    assert report["stopped_by"] == "SIGTERM"
+    assert report["dispatched"] == report["succeeded"] == 2
+    issues = BeadsStore(repo).load().issues
+    assert (issues["1"].status, issues["2"].status, issues["3"].status) == ("done", "done", "open")
+    assert not list((repo / ".cyntra" / "workcells").glob("wc-*"))
+    assert len(_archives(repo)) == 2
+    outcomes = [r for r in Ledger(repo / ".cyntra" / "decisions").read().joined() if r.outcome is not None]
+    assert sorted(r.decision.issue_id for r in outcomes) == ["1", "2"]

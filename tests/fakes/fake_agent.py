@@ -9,6 +9,7 @@ Behaviour comes from the environment:
   FAKE_AGENT_CONTENT   its content (default: "<name> was here" + the prompt's first line)
   FAKE_AGENT_LOG       append one JSON line per invocation: name, argv, cwd, stdin, env marker
   FAKE_AGENT_PIDFILE   (hang) write "<own pid> <child pid>"; the child also sleeps
+  FAKE_AGENT_DELAY     seconds to work (sleep) before doing what the mode says
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main() -> int:
         with open(log, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
 
+    time.sleep(float(os.environ.get("FAKE_AGENT_DELAY", "0")))
     if mode == "hang":
         child = subprocess.Popen(["sleep", "600"])
         pidfile = os.environ.get("FAKE_AGENT_PIDFILE")

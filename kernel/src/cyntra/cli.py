@@ -153,7 +153,10 @@ def _plan_row(d: Any, schedule_item: Any) -> dict[str, Any]:
 @main.command()
 @workspace_option
 @click.option("--once", is_flag=True, help="Run one scheduling cycle, wait for it, exit.")
-@click.option("--watch", is_flag=True, help="Keep running cycles, polling for new work.")
+@click.option("--watch", is_flag=True,
+              help="Keep running cycles, polling for new work; SIGINT/SIGTERM stop it after the running dispatches.")
+@click.option("--poll-seconds", type=click.FloatRange(min=0.05), default=5.0, show_default=True,
+              help="With --watch: how often to look for new or changed issues when nothing is running.")
 @click.option("--until-idle", is_flag=True, help="Run cycles until nothing is ready or running.")
 @click.option("--issue", "issue_id", default=None, help="Only this issue.")
 @click.option("--universe", "universe_id", default=None, help="Universe context (universes/<id>/).")
@@ -166,7 +169,7 @@ def _plan_row(d: Any, schedule_item: Any) -> dict[str, Any]:
 @click.option("--planner-enabled", is_flag=True, help="Same as --strategy urm (the seed's flag).")
 @click.option("--planner-checkpoint", type=click.Path(path_type=Path), default=None, help="URM checkpoint dir.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def run(workspace: Path, once: bool, watch: bool, until_idle: bool, issue_id: str | None,
+def run(workspace: Path, once: bool, watch: bool, poll_seconds: float, until_idle: bool, issue_id: str | None,
         universe_id: str | None, max_concurrent: int | None, speculate: bool, dry_run: bool,
         until: str | None, strategy: str | None, planner_enabled: bool, planner_checkpoint: Path | None,
         as_json: bool) -> None:
@@ -188,7 +191,7 @@ def run(workspace: Path, once: bool, watch: bool, until_idle: bool, issue_id: st
     try:
         report = run_kernel(session, once=once or not (watch or until_idle), watch=watch, until_idle=until_idle,
                             issue_id=issue_id, max_concurrent=max_concurrent, speculate=speculate,
-                            progress=not as_json, until=stop_at)
+                            progress=not as_json, until=stop_at, poll_seconds=poll_seconds)
     except CyntraError as exc:
         _fail(exc)
     if as_json:

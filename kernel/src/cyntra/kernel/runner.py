@@ -63,6 +63,7 @@ class RunReport(BaseModel):
     cost_usd: float = 0.0
     recovered: list[str] = Field(default_factory=list)
     fallbacks: int = 0
+    stopped_by: str | None = None  # SIGINT / SIGTERM: no new dispatches, the running ones finished
     started_at: str
     finished_at: str
     wall_seconds: float = 0.0
@@ -76,6 +77,8 @@ class RunReport(BaseModel):
         )
         if self.recovered:
             console.print(f"recovered orphaned runs: {', '.join(self.recovered)}")
+        if self.stopped_by:
+            console.print(f"stopped by {self.stopped_by} (running dispatches were finished)")
         for o in self.outcomes[-20:]:
             console.print(f"  {o['issue_id']:>8}  {o['swarm_id']:<15} {o['status']:<8} "
                           f"{','.join(o['toolchains'])}  ${o['cost_usd']:.2f}")
@@ -279,12 +282,14 @@ class Kernel:
         finished: list[tuple[datetime, int, DispatchOutcome, Decision]] = []
         bar = _Progress(self.progress, total=len(self.state.arrivals) if until_idle else None)
         first = True
+        stop = asyncio.Event()
+        handled = _stop_on_signals(stop, report, lambda: len(tasks) + len(finished))
         try:
             while True:
                 now = clock.now()
                 self.state.admit(now)
                 in_flight = len(tasks) + len(finished)
-                can_start = (not (once and not first)
+                can_start = (not stop.is_set() and not (once and not first)
                              and not (max_dispatches is not None and report.dispatched >= max_dispatches)
                              and not (until is not None and now >= until))
                 if can_start:
@@ -325,12 +330,16 @@ class Kernel:
                         clock_advance(arrival)
                         continue
                     break
-                if watch:
-                    await asyncio.sleep(poll_seconds)
+                if watch and not stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), poll_seconds)
+                    if stop.is_set():
+                        break
                     self.state.reload()
                     continue
                 break
         finally:
+            _restore_signals(handled)
             self.state.flush()
             bar.close()
         report.finished_at = clock.now_iso()
@@ -447,6 +456,39 @@ class Kernel:
             self.on_dispatched(outcome)
 
 
+def _stop_on_signals(stop: asyncio.Event, report: RunReport, in_flight: Callable[[], int]) -> list[int]:
+    """SIGINT / SIGTERM stop the loop gracefully: no new dispatch starts, the running ones finish
+    and are recorded, then ``run`` returns its report. A second signal takes the default path
+    (stop at once; the next start recovers the orphans). Returns the signals handled (none off
+    the main thread, where asyncio cannot install handlers)."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    sigs = [signal.SIGINT, signal.SIGTERM]
+
+    def on_signal(sig: signal.Signals) -> None:
+        report.stopped_by = sig.name
+        stop.set()
+        log.info("kernel.stopping", signal=sig.name, in_flight=in_flight())
+        _restore_signals([int(s) for s in sigs])
+
+    handled: list[int] = []
+    for sig in sigs:
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+        except (RuntimeError, ValueError, NotImplementedError):  # not the main thread, or no signals here
+            break
+        handled.append(int(sig))
+    return handled
+
+
+def _restore_signals(sigs: list[int]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in sigs:
+        with contextlib.suppress(RuntimeError, ValueError):
+            loop.remove_signal_handler(sig)
+
+
 def clock_advance(when: datetime) -> None:
     c = clock.get_clock()
     if isinstance(c, clock.VirtualClock):
@@ -483,7 +525,7 @@ class _Progress:
 
 def run_kernel(session: KernelSession, *, once: bool = True, watch: bool = False, until_idle: bool = False,
                issue_id: str | None = None, max_concurrent: int | None = None, speculate: bool = False,
-               progress: bool = False, until: datetime | None = None) -> RunReport:
+               progress: bool = False, until: datetime | None = None, poll_seconds: float = 5.0) -> RunReport:
     """Entry point for `cyntra run` (real toolchains, or the sim backend when configured)."""
     ws = session.workspace
     configure_logging(ws.logs_dir / "kernel.jsonl")
@@ -494,7 +536,8 @@ def run_kernel(session: KernelSession, *, once: bool = True, watch: bool = False
             kernel = Kernel(session, progress=progress)
             try:
                 return asyncio.run(kernel.run(once=once, until_idle=until_idle, watch=watch, issue_id=issue_id,
-                                              max_concurrent=max_concurrent, speculate=speculate, until=until))
+                                              max_concurrent=max_concurrent, speculate=speculate, until=until,
+                                              poll_seconds=poll_seconds))
             finally:
                 session.engine.close()
 
