@@ -100,7 +100,7 @@ def test_starvation_aging(waited_h: float, threshold: float, prio: str, expected
 
 
 @given(st.integers(-10**12, 10**13), st.sampled_from(["P0", "P1", "P2", "P3"]),
-       st.one_of(st.floats(0.001, 50), st.sampled_from([0.5, 1, 4, 7 / 3, 1e7, 1e9])))
+       st.one_of(st.floats(0.001, 50), st.sampled_from([0.5, 1, 4, 7 / 3, 1e7, 1e9, 1e-12, 1e-10, 5e-10])))
 def test_ordering_ages_exactly_like_effective_priority(waited_us: int, prio: str, hours: float) -> None:
     """The ordering compares timestamps with precomputed cutoffs; it must age every issue
     exactly as the timedelta arithmetic of effective_priority does, also at the boundaries
@@ -110,6 +110,13 @@ def test_ordering_ages_exactly_like_effective_priority(waited_us: int, prio: str
     g = IssueGraph([issue])
     (key,) = _order_keys([issue], g, None, NOW, hours)
     assert (key[0] >> 3) & 7 == effective_priority(issue, NOW, hours)
+
+
+def test_threshold_below_a_microsecond_ages_per_microsecond() -> None:
+    """A positive threshold that rounds to 0 µs used to divide by zero; it is one microsecond."""
+    issue = mk("1", dk_priority="P3", updated=(NOW - timedelta(microseconds=2)).isoformat())
+    assert effective_priority(issue, NOW, 1e-12) == 1
+    assert effective_priority(issue, NOW, 0.0) == 3
 
 
 def test_huge_threshold_means_no_aging() -> None:

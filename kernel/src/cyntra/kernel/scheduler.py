@@ -51,14 +51,22 @@ NO_SLOT = "no free workcell slot"
 _NEVER = datetime.max.replace(tzinfo=UTC)  # sorts issues without ``created`` last
 
 
+def aging_step(threshold_hours: float) -> timedelta | None:
+    """The starvation threshold as a timedelta (None: aging off). A positive threshold below
+    the clock's resolution is one microsecond, not zero (which would divide by zero)."""
+    if threshold_hours <= 0:
+        return None
+    return max(timedelta(hours=threshold_hours), timedelta(microseconds=1))
+
+
 def effective_priority(issue: Issue, now: datetime, threshold_hours: float) -> int:
     """Priority rank (0 = P0) after starvation aging."""
     rank = issue.priority_rank
     since = issue.updated or issue.created
-    if since is None or threshold_hours <= 0 or rank == 0:
+    threshold = aging_step(threshold_hours)
+    if since is None or threshold is None or rank == 0:
         return rank
     waited = now - since
-    threshold = timedelta(hours=threshold_hours)
     if waited < threshold:
         return rank
     return max(0, rank - int(waited // threshold))
@@ -97,8 +105,9 @@ def _order_keys(
         default_rank = domain_rank["code"]  # an issue without tags is code
     by_domain = len(set(domain_rank.values())) > 1  # else every issue has the same rank
     tags_rank: dict[tuple[str, ...], int] = {}
-    threshold = timedelta(hours=starvation_threshold_hours)
-    aging = starvation_threshold_hours > 0
+    step = aging_step(starvation_threshold_hours)
+    aging = step is not None
+    threshold = step if step is not None else timedelta(0)
     # Waiting since at or before cutoff[p] means aged by at least p steps: plain datetime
     # comparisons, exactly ``(now - since) // threshold >= p`` (integer microseconds). None: a
     # cutoff before year 1 (a threshold meant as "never"), which no timestamp reaches.
