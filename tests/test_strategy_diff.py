@@ -220,3 +220,21 @@ def test_text_output_to_stdout_has_tables(built: dict[str, Path]) -> None:
     res = CliRunner().invoke(diff_cmd, ["-w", str(built["better"])])
     assert res.exit_code == 0
     assert re.search(r"Latency \(ms\)", res.output) and "candidate" in res.output
+
+
+def test_a_copied_ledger_file_is_reported_not_counted_twice(tmp_path: Path) -> None:
+    """An operator copies a day's ledger file (a backup, a merge of two machines' ledgers): the
+    repeated records are reported by file and line and skipped, so diff's numbers do not move."""
+    ws = _ws(tmp_path, "better")
+    before = build_diff(ws).model_dump(mode="json")
+    files = sorted((ws / ".cyntra" / "decisions").glob("*.jsonl"))
+    copy = files[0].with_name("zz-copy.jsonl")
+    copy.write_text(files[0].read_text(encoding="utf-8"), encoding="utf-8")
+    n_records = len([ln for ln in copy.read_text(encoding="utf-8").splitlines() if '"kind": "decision"' in ln])
+    assert n_records > 0
+    report = build_diff(ws)
+    dupes = [p for p in report.ledger_problems if p.startswith(str(copy))]
+    assert len(dupes) == n_records and all("a copy of the decision at" in p for p in dupes)
+    after = report.model_dump(mode="json")
+    assert {k: v for k, v in after.items() if k != "ledger_problems"} == {
+        k: v for k, v in before.items() if k != "ledger_problems"}

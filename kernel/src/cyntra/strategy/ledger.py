@@ -64,7 +64,13 @@ class Ledger:
                             yield path, lineno, exc
 
     def read(self, since: str | None = None) -> LedgerContents:
+        """Every record, in file order. A decision equal to one already read (a copied or
+        concatenated ledger file) is reported and skipped, so it is never counted twice;
+        different decisions that share an id (a replay of the same issues at the same virtual
+        times) are both kept. An outcome repeated by id keeps the last one read."""
         out = LedgerContents()
+        first: dict[str, tuple[DecisionRecord, str]] = {}
+
         for path, lineno, obj in self.iter_raw(since):
             if isinstance(obj, Exception):
                 out.problems.append(f"{path}:{lineno}: <json>: {obj}")
@@ -73,8 +79,14 @@ class Ledger:
             try:
                 if kind == "decision":
                     rec = DecisionRecord.model_validate(obj)
-                    if since is None or rec.timestamp >= since:
-                        out.decisions.append(rec)
+                    if since is not None and rec.timestamp < since:
+                        continue
+                    prev = first.setdefault(rec.decision_id, (rec, f"{path}:{lineno}"))
+                    if prev[0] is not rec and prev[0] == rec:
+                        out.problems.append(f"{path}:{lineno}: decision_id: a copy of the decision at {prev[1]} "
+                                            f"({rec.decision_id}); skipped")
+                        continue
+                    out.decisions.append(rec)
                 elif kind == "outcome":
                     o = OutcomeRecord.model_validate(obj)
                     out.outcomes[o.decision_id] = o
