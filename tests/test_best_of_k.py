@@ -34,6 +34,7 @@ from cyntra.planner.best_of_k import (
     labels_path,
     select_plans,
 )
+from cyntra.schemas import schema_errors
 from cyntra.sim.cli import init_workspace
 from cyntra.strategy.ledger import Ledger
 
@@ -70,6 +71,8 @@ def test_k_distinct_allowed_plans_through_the_kernel(ws: Path) -> None:
     index_before = {p.name: p.read_bytes() for p in (ws / ".cyntra" / "index").rglob("*") if p.is_file()}
     report = collect_best_of_k(ws, k=4, n_issues=6, seed=1)
     assert report.decisions_labelled == 6 and report.plans_run == 24 and not report.stopped_by_budget
+    written = json.loads((ws / ".cyntra" / "best_of_k" / "last_run.json").read_text())
+    assert schema_errors("best_of_k_report", written) == []
     session = KernelSession.open(ws)
     issues = session.store.load().issues
     joined = {j.decision.decision_id: j for j in Ledger(session.workspace.decisions_dir).read().joined()}

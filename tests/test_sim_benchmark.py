@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("torch")
 
+from cyntra.schemas import schema_errors
 from cyntra.sim.benchmark import (
     ROWS,
     STRATEGIES,
@@ -31,6 +32,7 @@ from cyntra.workspace import Workspace
 
 def _check(out: Path, result: BenchmarkResult, n_history: int) -> None:
     data = json.loads((out / "benchmark.json").read_text())
+    assert schema_errors("sim_benchmark", data) == []
     assert [r["strategy"] for r in data["rows"]] == list(ROWS)
     for row in data["rows"]:
         for key in ("pass_rate", "cost_per_pass", "utility", "regret"):
