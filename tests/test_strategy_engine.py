@@ -380,6 +380,29 @@ def test_exploration_stays_inside_the_clamp_with_correct_propensities(tmp_path: 
         (r.decision_id, r.applied.action, r.propensity) for r in records]
 
 
+def test_an_issue_draws_once_per_attempt_not_once_per_cycle(tmp_path: Path) -> None:
+    """The scheduler re-decides an issue whose plan did not fit, a cycle later (new time, new
+    decision id). The draw must not change with it: re-drawing until a plan fits made narrow
+    plans win more often than their recorded propensity (and OPE biased). A retry draws anew."""
+    session = _explore_session(tmp_path, "ws")
+    issues = session.store.load().issues
+    times = [datetime(2026, 1, 15, 9, m, tzinfo=UTC) for m in range(0, 50, 7)]
+    changed_on_retry = 0
+    for issue in issues.values():
+        (ctx,) = contexts(session, [issue.id])
+        assert ctx.heuristic.action is not None
+        seen = set()
+        for now in times:
+            ctx.now = now
+            (d,) = session.engine.decide([ctx])
+            seen.add((d.record.applied.action, d.record.propensity))
+            assert session.engine.preview_action(issue, ctx.heuristic.action, now) == d.record.applied.action
+        assert len(seen) == 1, issue.id
+        retries = {session.engine.decide([ctx], attempt_of={issue.id: a})[0].record.applied.action for a in range(1, 9)}
+        changed_on_retry += len(retries) > 1
+    assert changed_on_retry > 0
+
+
 def test_exploration_rate_matches_epsilon(tmp_path: Path) -> None:
     session = _explore_session(tmp_path, "ws")
     issue = session.store.load().issues["n1"]
@@ -419,13 +442,14 @@ def test_candidate_directed_exploration_logs_the_mixture_it_draws_from(tmp_path:
     issues = session.store.load().issues
     toward_hits = explored = previews = 0
     expected = 0.0
-    for rnd in range(12):  # decision ids vary with the time: many independent draws
+    for rnd in range(12):  # draws are seeded per (issue, attempt): many attempts, independent draws
         now = datetime(2026, 1, 15, 12, rnd, tzinfo=UTC)
         ctxs = contexts(session)
         for ctx in ctxs:
             ctx.now = now
-        for d in session.engine.decide(ctxs):
-            rec, issue = d.record, issues[d.record.issue_id]
+        for d in session.engine.decide(ctxs, attempt_of={c.issue.id: rnd for c in ctxs}):
+            rec = d.record
+            issue = issues[rec.issue_id].model_copy(update={"dk_attempts": rnd})
             assert rec.applied.source in ("heuristic", "exploration")  # shadow: the candidate never decides
             assert rec.applied.action in session.clamp.allowed(issue)
             exp = rec.exploration or {}

@@ -104,6 +104,20 @@ def _check_decision(obj: Any, space: ActionSpace) -> str | None:
     return None
 
 
+def exploration_key(issue_id: str, attempt: int, job_type: str, decision_id: str) -> str:
+    """What seeds a decision's exploration draws: the issue's attempt, not the decision's time.
+
+    The scheduler re-decides an issue whose plan did not fit the free lanes at a later cycle,
+    i.e. with a new decision id. A draw seeded by the decision id was then drawn again each
+    cycle until one fitted -- narrow plans won, wide ones lost, and the recorded propensities
+    (and every OPE estimate built on them) no longer described what was applied. One draw per
+    (issue, attempt) makes the applied plan's probability the recorded one: a drawn plan that
+    does not fit waits for lanes, as the heuristic's own does. World decisions (``cyntra
+    evolve``) are never re-decided and share one synthetic issue, so they keep the decision id.
+    """
+    return f"{issue_id}|{attempt}|{job_type}" if job_type == "code" else decision_id
+
+
 class DecisionEngine:
     def __init__(
         self,
@@ -271,7 +285,8 @@ class DecisionEngine:
         if eps > 0:
             # shadow only: where the candidate decides, exploring around its own plan is uniform
             toward = c_would[0] if self.mode == "shadow" and c_would is not None else None
-            explored, propensity, exploration = self._explore(issue, decision_id, chosen, toward)
+            key = exploration_key(issue.id, attempt, ctx.job_type, decision_id)
+            explored, propensity, exploration = self._explore(issue, key, chosen, toward)
             assert explored is not None  # only a preview leaves the plan open
             chosen = explored
             if exploration and exploration.get("explored"):
@@ -329,13 +344,15 @@ class DecisionEngine:
         chosen = self.clamp.project(heuristic_action, issue)
         if self.config.exploration.epsilon > 0:
             decision_id = decision_id_for(issue.id, issue.dk_attempts, isoformat_z(now), job_type)
-            previewed, _, _ = self._explore(issue, decision_id, chosen, preview=True)
+            key = exploration_key(issue.id, issue.dk_attempts, job_type, decision_id)
+            previewed, _, _ = self._explore(issue, key, chosen, preview=True)
             return previewed  # None: the draw goes to the candidate's plan, unknown before deciding
         return chosen
 
-    def _explore(self, issue: Issue, decision_id: str, greedy: PlanAction, candidate: PlanAction | None = None,
+    def _explore(self, issue: Issue, key: str, greedy: PlanAction, candidate: PlanAction | None = None,
                  preview: bool = False) -> tuple[PlanAction | None, float, dict[str, Any]]:
-        """Epsilon-greedy inside the clamp: alternatives are only plans the clamp allows.
+        """Epsilon-greedy inside the clamp: alternatives are only plans the clamp allows. The
+        draws are seeded by ``key`` (:func:`exploration_key`).
 
         With ``candidate_share`` s > 0, an exploring draw applies ``candidate`` (the candidate's
         clamped plan, when it is an alternative) with probability s, else a uniform alternative:
@@ -365,7 +382,7 @@ class DecisionEngine:
         if not alternatives:
             return greedy, 1.0, info(False)
         uniform = cfg.epsilon * (1.0 - share) / k if toward is not None else cfg.epsilon / k
-        seed = int(hashlib.sha256(f"{cfg.seed}|{decision_id}".encode()).hexdigest()[:16], 16)
+        seed = int(hashlib.sha256(f"{cfg.seed}|{key}".encode()).hexdigest()[:16], 16)
         rng = random.Random(seed)
         if rng.random() < cfg.epsilon:
             if share > 0 and rng.random() < share:
