@@ -621,15 +621,13 @@ def run_benchmark(
         report = run_kernel(session, once=False, until_idle=True)
         fallbacks[name] = report.fallbacks
         session = KernelSession.open(dst)
-        new_ids = {j.decision.decision_id for j in _ledger_joined(dst)} - history_decisions
-        _, drows = evaluate_decisions(session, decision_ids=new_ids)
+        new_joined = [j for j in _ledger_joined(dst) if j.decision.decision_id not in history_decisions]
+        _, drows = evaluate_decisions(session, decision_ids={j.decision.decision_id for j in new_joined})
         evals[name] = [r for r in drows if r.issue_id in eval_ids]
-        new_joined = [j for j in _ledger_joined(dst) if j.decision.decision_id in new_ids]
-        first_ids[name] = {j.decision.decision_id for j in _first_decisions(new_joined, eval_ids).values()}
+        firsts = _first_decisions(new_joined, eval_ids)
+        first_ids[name] = {j.decision.decision_id for j in firsts.values()}
         if name == "heuristic":
-            for j in sorted(_ledger_joined(dst), key=lambda j: j.decision.timestamp):
-                if j.decision.decision_id in new_ids:
-                    first_time.setdefault(j.decision.issue_id, j.decision.timestamp)
+            first_time = {iid: j.decision.timestamp for iid, j in firsts.items()}
         walls[name] = time.perf_counter() - t1
         say(f"held-out under {name}: {len(evals[name])} decisions, {report.fallbacks} fallbacks ({walls[name]:.1f}s)")
     oracle = _oracle_row(KernelSession.open(root / "eval" / "heuristic"), eval_ids, first_time)
