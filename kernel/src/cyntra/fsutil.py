@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,35 +22,56 @@ def set_durable(durable: bool) -> bool:
     return previous
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+_tmp_serial = itertools.count()
+_TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_temp(parent: str, name: str) -> tuple[int, str]:
+    """An exclusive new temp file next to the target, named by pid and a per-process serial
+    (cheaper than ``tempfile.mkstemp``'s random names; a leftover from a dead process with the
+    same pid is skipped, never overwritten)."""
+    while True:
+        tmp = os.path.join(parent, f".{name}.{os.getpid()}.{next(_tmp_serial)}.tmp")
+        try:
+            return os.open(tmp, _TMP_FLAGS, 0o600), tmp
+        except FileExistsError:
+            continue
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write via temp file in the same directory + fsync + rename (+ fsync of the directory)."""
-    p = Path(path)
+    target = os.fspath(path)
+    parent, name = os.path.split(target)
+    parent = parent or "."
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        fd, tmp = _open_temp(parent, name)
     except FileNotFoundError:  # create parents only when missing (mkdir is a syscall per write)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        os.makedirs(parent, exist_ok=True)
+        fd, tmp = _open_temp(parent, name)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             if _durable:
-                os.fsync(fh.fileno())
-        os.replace(tmp, p)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     if not _durable:
         return
-    dir_fd = os.open(p.parent, os.O_RDONLY)
+    dir_fd = os.open(parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
@@ -59,7 +80,7 @@ def dumps_json(obj: Any, *, indent: int | None = 2) -> str:
     return json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False, default=str) + "\n"
 
 
-def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> None:
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
     """Write JSON atomically: indented for people in real runs; compact (the C encoder, ~10x
     faster) while a simulated history runs with durability off and writes tens of thousands."""
     atomic_write_text(path, dumps_json(obj, indent=indent if _durable else None))
