@@ -150,3 +150,88 @@ def test_sim_oracle_prices_an_issue_whose_plan_cannot_fit_the_lanes(tmp_path: Pa
     big = next(r for r in rows if r.get("dk_risk") == "critical" and int(r.get("dk_estimated_tokens", 0)) >= 120_000)
     data = json.loads(_invoke("sim", "oracle", "-w", str(ws), "--issue", str(big["id"]), "--json"))
     assert data["heuristic"]["action"] is not None and data["heuristic"]["regret"] is not None
+
+
+def test_the_plan_memo_changes_nothing_but_the_work_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner keeps the plans of issues waiting for lanes across cycles (PlanMemo); the
+    history equals a run that plans every waiting issue again each cycle. Exploration is on
+    and a dynamics report puts the code domain in ``trap``, so the memo's keys (attempt,
+    critical path, controller decisions) all matter."""
+    import yaml
+
+    from cyntra.kernel.session import PlanMemo
+    from cyntra.strategy.engine import DecisionEngine
+
+    def run(ws: Path) -> None:
+        _invoke("sim", "init", "-w", str(ws), "--issues", "60", "--seed", "8")
+        cfg_path = ws / ".cyntra" / "config.yaml"
+        cfg = yaml.safe_load(cfg_path.read_text())
+        cfg["exploration"] = {"epsilon": 0.3}
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        report = ws / ".cyntra" / "dynamics" / "dynamics_report.json"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps({"domains": {"code": {"action_rate": 0.01}}}))
+        _invoke("run", "-w", str(ws), "--until-idle", "--json")
+
+    previews = [0]
+    original_preview = DecisionEngine.preview_action
+
+    def counting_preview(self: DecisionEngine, *args: object, **kwargs: object) -> object:
+        previews[0] += 1
+        return original_preview(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DecisionEngine, "preview_action", counting_preview)
+    run(tmp_path / "memo")
+    with_memo = previews[0]
+    previews[0] = 0
+    monkeypatch.setattr(PlanMemo, "get", lambda self, issue, critical: None)
+    run(tmp_path / "plain")
+    assert 0 < with_memo < previews[0]
+    a, b = tmp_path / "memo", tmp_path / "plain"
+    modes = {json.loads(m.read_text())["control"]["mode"] for m in (a / ".cyntra" / "archives").glob("*/manifest.json")}
+    assert "trap" in modes
+    for sub in (".beads", ".cyntra/archives", ".cyntra/index"):
+        assert _tree_hash(a / sub, a) == _tree_hash(b / sub, b), sub
+    assert _ledger_without_latency(a) == _ledger_without_latency(b)
+
+
+def test_the_live_index_equals_a_rebuild_from_the_archives(tmp_path: Path) -> None:
+    """The runner feeds the similar-runs index from the models it archived (no read-back); a
+    rebuild that parses every archive gives the same summaries, losers of a vote included."""
+    from cyntra.planner.index import SimilarRunsIndex
+    from cyntra.workspace import Workspace
+
+    ws = tmp_path / "ws"
+    _sim_run(ws, issues=40)
+    path = ws / ".cyntra" / "index" / "runs.jsonl"
+    live = sorted(path.read_text().splitlines())
+    assert any('"loser":true' in line for line in live)
+    assert SimilarRunsIndex(Workspace.at(ws)).rebuild() == []
+    assert sorted(path.read_text().splitlines()) == live
+
+
+def test_the_live_graph_changes_nothing_but_the_work_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner keeps its issue graph across cycles (LiveGraph); the history equals a run
+    that builds an IssueGraph of the whole view (active issues and their blockers) each cycle."""
+    from cyntra.state.graph import IssueGraph
+    from cyntra.state.live_graph import LiveGraph
+
+    run_a = _sim_run(tmp_path / "live", issues=80, seed=3)
+
+    def fresh_view(self: LiveGraph) -> IssueGraph:
+        view = dict(self._active)
+        edges = []
+        for iid in self._active:
+            for dep in self._into.get(iid, ()):
+                edges.append(dep)
+                if dep[0] in self._issues and dep[0] not in view:
+                    view[dep[0]] = self._issues[dep[0]]
+        return IssueGraph(view, edges)
+
+    monkeypatch.setattr(LiveGraph, "view", fresh_view)
+    run_b = _sim_run(tmp_path / "fresh", issues=80, seed=3)
+    assert run_a["dispatched"] == run_b["dispatched"] and run_a["escalated"]
+    a, b = tmp_path / "live", tmp_path / "fresh"
+    for sub in (".beads", ".cyntra/archives", ".cyntra/index"):
+        assert _tree_hash(a / sub, a) == _tree_hash(b / sub, b), sub
+    assert _ledger_without_latency(a) == _ledger_without_latency(b)

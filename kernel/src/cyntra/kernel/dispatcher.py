@@ -109,7 +109,7 @@ class Dispatcher:
     manager: WorkcellManager
     universe_id: str | None = None
     env: dict[str, str] = field(default_factory=dict)
-    on_archived: Any = None  # Callable[[Path], None]: the similar-runs index hook
+    on_archived: Any = None  # Callable[[Path, Manifest, Proof], None]: the similar-runs index hook
 
     async def dispatch(self, issue: Issue, plan: DispatchPlan, record: DecisionRecord) -> DispatchOutcome:
         started = clock.now()
@@ -156,7 +156,7 @@ class Dispatcher:
             loser = plan.speculate and r.index != winner
             r.archive_path = await self._archive(r.workcell, loser)
             if self.on_archived is not None and r.archive_path is not None:
-                self.on_archived(r.archive_path)
+                self.on_archived(r.archive_path, r.manifest, r.proof)
 
         completed = max((_parse(r.proof.metadata.completed_at) for r in runs), default=started)
         if not plan.speculate and runs:

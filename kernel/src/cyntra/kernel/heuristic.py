@@ -39,7 +39,7 @@ from cyntra.planner.action_space import (
     floor_minutes,
     snap_minutes,
 )
-from cyntra.state.graph import IssueGraph
+from cyntra.state.graph import GraphView
 from cyntra.state.issue import Issue
 
 DEFAULT_TIMEOUT_MINUTES = 60.0
@@ -85,7 +85,7 @@ class HeuristicContext:
         config: KernelConfig,
         *,
         universe: UniverseLimits | None = None,
-        graph: IssueGraph | None = None,
+        graph: GraphView | None = None,
         controller: ExplorationController | None = None,
         action_space: ActionSpace | None = None,
         speculate: bool = False,

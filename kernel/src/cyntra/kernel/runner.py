@@ -8,7 +8,9 @@ concurrency limits hold in virtual time while months of history run in seconds.
 
 Issue state lives in memory for the run and is written back through the store (atomic, locked,
 re-read inside the lock so edits by others survive). Real runs write every change at once; a
-simulated run writes in batches (``flush_every``) — the file is always a consistent snapshot.
+simulated run writes in batches (``flush_every`` changes, or half the issue count when larger:
+each write rewrites the whole file, so its cost per change stays flat as the workspace grows) —
+the file is always a consistent snapshot.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ from cyntra.clock import isoformat_z
 from cyntra.errors import CyntraError
 from cyntra.gcpause import frozen_heap
 from cyntra.kernel.dispatcher import Dispatcher, DispatchOutcome
-from cyntra.kernel.session import KernelSession
+from cyntra.kernel.session import KernelSession, PlanMemo
 from cyntra.log import configure as configure_logging
 from cyntra.log import get_logger
 from cyntra.state.events import EventLog
 from cyntra.state.issue import Issue
+from cyntra.state.live_graph import LiveGraph
 from cyntra.state.store import IssueSet
 from cyntra.strategy.engine import Decision
 from cyntra.strategy.ledger import Ledger
@@ -123,6 +126,7 @@ class IssueState:
         self.store = session.store
         self.flush_every = flush_every
         self.ops: list[_Op] = []
+        self.memo = PlanMemo()  # plans of waiting issues, kept across cycles
         self._load()
 
     def _load(self) -> None:
@@ -138,6 +142,8 @@ class IssueState:
         )
         self._arrived = 0
         self.active: dict[str, Issue] = {}
+        self.graph = LiveGraph(self.set.issues, [(d.from_, d.to, d.type) for d in self.set.deps], self.active)
+        self.memo.clear()
 
     def reload(self) -> None:
         """Pick up edits others made (``--watch``): write ours first, then read everything again."""
@@ -152,6 +158,7 @@ class IssueState:
             self._arrived += 1
             if issue.status not in TERMINAL:
                 self.active[issue.id] = issue
+                self.graph.changed(issue.id)
 
     def next_arrival(self) -> datetime | None:
         if self._arrived < len(self.arrivals):
@@ -159,7 +166,10 @@ class IssueState:
         return None
 
     def cycle_view(self) -> tuple[dict[str, Issue], list[tuple[str, str, str]]]:
-        """Active issues plus their blockers (any status: a done blocker no longer blocks)."""
+        """Active issues plus their blockers (any status: a done blocker no longer blocks).
+
+        What the cycle's graph stands for; the runner keeps that graph up to date in
+        :attr:`graph` (a :class:`LiveGraph`) instead, and tests compare the two."""
         issues = dict(self.active)
         deps: list[tuple[str, str, str]] = []
         for iid in self.active:
@@ -172,23 +182,28 @@ class IssueState:
 
     def update(self, issue_id: str, **fields: Any) -> None:
         issue = self.set.issues[issue_id]
+        self.memo.forget(issue_id)
         for k, v in fields.items():
             setattr(issue, k, v)
         issue.updated = clock.now()
         if issue.status in TERMINAL:
             self.active.pop(issue_id, None)
+        self.graph.changed(issue_id)
         self.ops.append(_Op("update", issue_id, {**fields, "updated": issue.updated}))
         self._maybe_flush()
 
     def escalate(self, issue_id: str, summary: str) -> None:
         issue = self.set.issues[issue_id]
+        self.memo.forget(issue_id)
         issue.status = "escalated"
         self.active.pop(issue_id, None)
+        self.graph.changed(issue_id)
         self.ops.append(_Op("escalate", issue_id, summary=summary))
         self._maybe_flush()
 
     def _maybe_flush(self) -> None:
-        if len(self.ops) >= self.flush_every:
+        batch = self.flush_every if self.flush_every <= 1 else max(self.flush_every, len(self.set.issues) // 2)
+        if len(self.ops) >= batch:
             self.flush()
 
     def flush(self) -> list[str]:
@@ -356,11 +371,12 @@ class Kernel:
 
     def _start_cycle(self, tasks: dict[asyncio.Task[DispatchOutcome], Decision], issue_id: str | None,
                      max_concurrent: int | None, speculate: bool, in_flight: int, report: RunReport) -> int:
-        issues, deps = self.state.cycle_view()
-        if not any(i.status in ("open", "ready") for i in issues.values()):
+        graph = self.state.graph.view()
+        if not graph.ready_issues():
             return 0
-        cycle = self.session.plan_cycle(issues=issues, deps=deps, speculate=speculate,
-                                        max_concurrent=max_concurrent, only_issue=issue_id, report=False)
+        cycle = self.session.plan_cycle(graph=graph, speculate=speculate,
+                                        max_concurrent=max_concurrent, only_issue=issue_id, report=False,
+                                        memo=self.state.memo)
         started = 0
         for item in cycle.schedule.scheduled:
             decision = cycle.decisions[item.issue_id]
@@ -542,17 +558,17 @@ def run_kernel(session: KernelSession, *, once: bool = True, watch: bool = False
                 session.engine.close()
 
 
-def _index_hook(session: KernelSession) -> Callable[[Path], None]:
-    """Feed each archived run into the similar-runs index (when that module is present)."""
-    from cyntra.planner.run_summary import summarize_archive
+def _index_hook(session: KernelSession) -> Callable[[Path, Any, Any], None]:
+    """Feed each archived run into the similar-runs index, from the manifest and proof the
+    dispatcher has just archived (no read-back of the archive)."""
+    from cyntra.planner.run_summary import summarize_run
 
     index = session.index
 
-    def hook(path: Path) -> None:
+    def hook(path: Path, manifest: Any, proof: Any) -> None:
         try:
-            index.add(summarize_archive(path))
+            index.add(summarize_run(path, manifest, proof))
         except Exception as exc:  # indexing must never stop dispatch
             log.warning("index.add_failed", archive=str(path), error=str(exc))
 
     return hook
-

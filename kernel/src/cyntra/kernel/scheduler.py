@@ -41,7 +41,7 @@ from cyntra.kernel.heuristic import HeuristicContext, UniverseLimits, heuristic_
 from cyntra.kernel.plan import DispatchPlan
 from cyntra.kernel.routing import check_rules
 from cyntra.planner.action_space import ActionSpace
-from cyntra.state.graph import DepLike, IssueGraph
+from cyntra.state.graph import DepLike, GraphView, IssueGraph
 from cyntra.state.issue import PRIORITIES, RISK_ORDER, Issue
 
 PlanFn = Callable[[list[Issue]], dict[str, DispatchPlan]]
@@ -87,7 +87,7 @@ def _cutoffs(now: datetime, threshold: timedelta, n: int) -> list[datetime | Non
 
 def _order_keys(
     ready: Sequence[Issue],
-    graph: IssueGraph,
+    graph: GraphView,
     controller: ExplorationController | None,
     now: datetime,
     starvation_threshold_hours: float,
@@ -148,7 +148,7 @@ def _order_keys(
 
 def order_ready(
     ready: Sequence[Issue],
-    graph: IssueGraph,
+    graph: GraphView,
     controller: ExplorationController | None,
     now: datetime,
     starvation_threshold_hours: float,
@@ -162,7 +162,7 @@ def order_ready(
 
 def iter_ready(
     ready: Sequence[Issue],
-    graph: IssueGraph,
+    graph: GraphView,
     controller: ExplorationController | None,
     now: datetime,
     starvation_threshold_hours: float,
@@ -305,7 +305,7 @@ def schedule_cycle(
     only_issue: str | None = None,
     plan_fn: PlanFn | None = None,
     now: datetime | None = None,
-    graph: IssueGraph | None = None,
+    graph: GraphView | None = None,
     action_space: ActionSpace | None = None,
     report: bool = True,
     preview_fn: PreviewFn | None = None,
@@ -329,7 +329,7 @@ def schedule_cycle(
     only if ``plan_fn`` raises and the heuristic's own plans stand in can the two differ).
     """
     limits = universe or UniverseLimits()
-    g = graph if graph is not None else IssueGraph(issues, deps)
+    g: GraphView = graph if graph is not None else IssueGraph(issues, deps)
     if heuristic_ctx is not None and heuristic_ctx.controller is not None:  # the caller's, same graph
         ctx, controller = heuristic_ctx, heuristic_ctx.controller
     else:

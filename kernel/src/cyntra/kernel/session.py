@@ -22,7 +22,7 @@ from cyntra.kernel.routing import EffectiveRule, effective_rules, expand, route,
 from cyntra.kernel.scheduler import ScheduleResult, schedule_cycle
 from cyntra.planner.action_space import ActionSpace
 from cyntra.planner.planner_input import planner_input_hash
-from cyntra.state.graph import IssueGraph
+from cyntra.state.graph import GraphView, IssueGraph
 from cyntra.state.issue import Issue
 from cyntra.state.store import BeadsStore, IssueSet
 from cyntra.strategy.base import StrategyContext, StrategyEnv
@@ -40,6 +40,48 @@ class CyclePlan:
 
     def scheduled_decisions(self) -> list[Decision]:
         return [self.decisions[s.issue_id] for s in self.schedule.scheduled if s.issue_id in self.decisions]
+
+
+class PlanMemo:
+    """Heuristic plans and their previews, kept across the runner's cycles.
+
+    The runner re-plans after every completion, and the packer previews each ready issue it
+    walks past, so without a memo an issue that waits for lanes is planned again every cycle
+    (tens of times per dispatch once the ready backlog grows). A plan is a pure function of the
+    issue, its attempt, whether it is on the critical path, and the cycle's controller
+    decisions and speculation flag (the exploration draw is seeded per issue attempt): an entry
+    is used only while those hold. The owner calls :meth:`forget` whenever it changes an issue
+    and :meth:`clear` when it re-reads the store.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[int, bool, DispatchPlan, tuple[int, int] | None]] = {}
+        self._context: tuple[Any, ...] | None = None
+
+    def begin_cycle(self, context: tuple[Any, ...]) -> None:
+        """Drop every entry when the cycle-wide inputs (controller decisions, flags) changed."""
+        if context != self._context:
+            self._entries.clear()
+            self._context = context
+
+    def get(self, issue: Issue, critical: bool) -> tuple[DispatchPlan, tuple[int, int] | None] | None:
+        hit = self._entries.get(issue.id)
+        if hit is None or hit[0] != issue.dk_attempts or hit[1] != critical:
+            return None
+        return hit[2], hit[3]
+
+    def put(self, issue: Issue, critical: bool, plan: DispatchPlan, preview: tuple[int, int] | None) -> None:
+        self._entries[issue.id] = (issue.dk_attempts, critical, plan, preview)
+
+    def forget(self, issue_id: str) -> None:
+        self._entries.pop(issue_id, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._context = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 @dataclass
@@ -200,19 +242,24 @@ class KernelSession:
         only_issue: str | None = None,
         now: datetime | None = None,
         report: bool = True,
+        memo: PlanMemo | None = None,
+        graph: GraphView | None = None,
     ) -> CyclePlan:
         """Schedule one cycle; every plan goes through the decision engine and the clamp.
 
         Pass an ``IssueSet`` (CLI) or ``issues``/``deps`` (the runner's in-memory active set).
         ``report=False`` (the runner) skips the report-only parts of :func:`schedule_cycle`.
+        ``memo`` (the runner's) keeps previews across cycles (see :class:`PlanMemo`); ``graph``
+        (the runner's, kept across cycles) stands for ``issues``/``deps``.
         """
         at = now or clock.now()
         if issue_set is not None:
             issues = issue_set.issues
             deps = [(d.from_, d.to, d.type) for d in issue_set.deps]
-        assert issues is not None
         dep_list = deps or []
-        graph = IssueGraph(issues, dep_list)
+        if graph is None:
+            assert issues is not None
+            graph = IssueGraph(issues, dep_list)
         controller = ExplorationController(self.config.control, self.workspace.root)
         if self._rules is None:
             self._rules = effective_rules(self.config, self.limits.routing_overrides)
@@ -226,7 +273,10 @@ class KernelSession:
 
         previewed: dict[str, DispatchPlan] = {}  # heuristic plans the preview already made
 
+        decided: dict[str, Issue] = {}
+
         def plan_fn(batch: list[Issue]) -> dict[str, DispatchPlan]:
+            decided.update((i.id, i) for i in batch)
             ctxs = self.strategy_contexts(batch, hctx, at, with_input=not lazy_input, heuristic_plans=previewed)
             out: dict[str, DispatchPlan] = {}
             for d in self.engine.decide(ctxs):
@@ -234,16 +284,29 @@ class KernelSession:
                 out[d.record.issue_id] = d.plan
             return out
 
+        critical = hctx.critical
+        if memo is not None:
+            memo.begin_cycle((speculate, tuple(controller.decide_domain(d) for d in controller.modes())))
+
         def preview_fn(issue: Issue) -> tuple[int, int] | None:
+            on_path = issue.id in critical
+            if memo is not None:
+                hit = memo.get(issue, on_path)
+                if hit is not None:
+                    previewed[issue.id] = hit[0]
+                    return hit[1]
             h = previewed[issue.id] = heuristic_plan(issue, hctx)
             action = self.engine.preview_action(issue, h.action, at)
-            if action is None:
-                return None
-            par = action.parallelism
-            return (par if self.space.kind(action.swarm_id) == "parallel_compete" else 1), par
+            seen = None
+            if action is not None:
+                par = action.parallelism
+                seen = (par if self.space.kind(action.swarm_id) == "parallel_compete" else 1), par
+            if memo is not None:
+                memo.put(issue, on_path, h, seen)
+            return seen
 
         schedule = schedule_cycle(
-            issues, dep_list, self.config, self.workspace.root,
+            issues or {}, dep_list, self.config, self.workspace.root,
             universe=self.limits, speculate=speculate, max_concurrent=max_concurrent,
             only_issue=only_issue, plan_fn=plan_fn, now=at, graph=graph, action_space=self.space,
             # The runner's cycle only: a report (dry-run, `sim oracle`) shows a decision for every
@@ -254,5 +317,5 @@ class KernelSession:
         if lazy_input:
             keep = decisions if report else {s.issue_id: decisions[s.issue_id] for s in schedule.scheduled}
             for iid, d in keep.items():
-                self.with_input_hash(d, issues[iid], at)
+                self.with_input_hash(d, decided[iid], at)
         return CyclePlan(schedule=schedule, decisions=decisions)

@@ -111,14 +111,23 @@ def _norm_ts(value: Any, path: Path, field: str) -> str:
 def summarize_archive(directory: str | os.PathLike[str]) -> RunSummary:
     """The summary of one archive directory, or an :class:`InputError` naming the bad file."""
     d = Path(directory)
-    mpath, ppath, apath = d / "manifest.json", d / "proof.json", d / ARCHIVE_META
+    mpath, ppath = d / "manifest.json", d / "proof.json"
     mdata = load_json_object(mpath)
     _check_version(mdata, MANIFEST_SCHEMA_VERSION, mpath)
     manifest = parse_artifact(Manifest, mdata, mpath)
     pdata = load_json_object(ppath)
     _check_version(pdata, PROOF_SCHEMA_VERSION, ppath)
     proof = parse_artifact(Proof, pdata, ppath)
+    return summarize_run(d, manifest, proof)
 
+
+def summarize_run(directory: str | os.PathLike[str], manifest: Manifest, proof: Proof) -> RunSummary:
+    """The summary of an archived run from its manifest and proof; reads only the archive's
+    meta file. The kernel calls it with the models it has just archived (the index is fed as
+    runs finish without reading each archive back); :func:`summarize_archive` with the models
+    parsed from the files. A test keeps the two equal."""
+    d = Path(directory)
+    mpath, apath = d / "manifest.json", d / ARCHIVE_META
     loser = proof.vote is not None and not proof.vote.winner
     available_at = proof.metadata.completed_at
     if apath.exists():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,15 @@ HOLD_TAGS: frozenset[str] = frozenset({"escalation", "needs-human"})
 BLOCKS = "blocks"
 
 DepLike = Any  # (from, to, type) tuple, {"from","to","type"} mapping, or object with .from_/.to/.type
+
+
+MAX_SIZE_HOURS = max(SIZE_HOURS.values())
+
+
+def beats(a: tuple[int, str], b: tuple[int, str | None]) -> bool:
+    """Whether critical-path start ``a`` (hours, id) wins over ``b``: more hours, or as many
+    and a smaller id (a start-less ``b`` never wins a tie)."""
+    return a[0] > b[0] or (a[0] == b[0] and b[1] is not None and id_key(a[1]) < id_key(b[1]))
 
 
 def id_key(issue_id: str) -> tuple[int, int, str]:
@@ -102,6 +111,25 @@ def _gather(ptr: npt.NDArray[np.intp], adj: npt.NDArray[np.intp],
     ends = np.cumsum(counts)
     offsets = np.repeat(starts - (ends - counts), counts) + np.arange(total)
     return adj[offsets], counts
+
+
+class GraphView(Protocol):
+    """What the scheduler asks of a graph: :class:`IssueGraph` (built for one cycle) or the
+    runner's :class:`~cyntra.state.live_graph.CycleGraph` (kept across cycles)."""
+
+    @property
+    def issues(self) -> Mapping[str, Issue]: ...
+    @property
+    def warnings(self) -> list[str]: ...
+    @property
+    def cycles(self) -> list[list[str]]: ...
+    @property
+    def critical_set(self) -> frozenset[str]: ...
+    def ready_issues(self) -> list[Issue]: ...
+    def running(self) -> list[Issue]: ...
+    def not_ready_reason(self, issue_id: str) -> str | None: ...
+    def blocked(self) -> dict[str, list[str]]: ...
+    def critical_path(self) -> list[str]: ...
 
 
 class IssueGraph:
@@ -195,6 +223,9 @@ class IssueGraph:
         self._critical: list[str] | None = None
         self._critical_set: frozenset[str] = frozenset()
         self._critical_hours = 0
+        self._best = self._weight = np.zeros(0, dtype=np.int64)  # filled by _compute_critical
+        self._chain: tuple[int, str | None] = (-1, None)
+        self._unchained: tuple[int, str] | None = None
         self._preds_by_id: dict[str, list[str]] | None = None
         self._succs_by_id: dict[str, list[str]] | None = None
 
@@ -436,21 +467,37 @@ class IssueGraph:
                 top = np.zeros(level.size, dtype=np.int64)
                 np.maximum.at(top, np.repeat(np.arange(level.size), counts), best[targets])
                 best[level] = weight[level] + top
-        start: str | None = None
-        start_val = int(best.max()) if n else -1
-        if start_val >= 0:
-            start = min((ids[k] for k in np.flatnonzero(best == start_val).tolist()), key=id_key)
-        if start_val <= max(SIZE_HOURS.values()):
+        chain_val = int(best.max()) if n else -1
+        chain_start = None
+        if chain_val >= 0:
+            chain_start = min((ids[k] for k in np.flatnonzero(best == chain_val).tolist()), key=id_key)
+        self._best, self._weight = best, weight
+        self._chain = (chain_val, chain_start)
+        self._unchained = None
+        if chain_val <= MAX_SIZE_HOURS:
             # An issue without live edges could still be the longest (or tie-winning) chain.
             in_cycle = self.cycle_index
             for k in np.flatnonzero((best < 0) & ~done).tolist():
                 iid = ids[k]
-                if iid in in_cycle:
-                    continue
-                val = SIZE_HOURS[values[k].dk_size]
-                if val > start_val or (val == start_val and start is not None
-                                       and id_key(iid) < id_key(start)):
-                    start, start_val = iid, val
+                if iid not in in_cycle:
+                    cand = (SIZE_HOURS[values[k].dk_size], iid)
+                    if self._unchained is None or beats(cand, self._unchained):
+                        self._unchained = cand
+        start_val, start = chain_val, chain_start
+        if self._unchained is not None and beats(self._unchained, (start_val, start)):
+            start_val, start = self._unchained
+        self._critical = self._walk(start)
+        self._critical_set = frozenset(self._critical)
+        self._critical_hours = max(start_val, 0)
+
+    def path_from(self, start: str | None) -> list[str]:
+        """The heaviest chain from ``start`` (ties to the smallest id at each step)."""
+        if self._critical is None:
+            self._compute_critical()
+        return self._walk(start)
+
+    def _walk(self, start: str | None) -> list[str]:
+        ids, best, weight = self._ids, self._best, self._weight
         path: list[str] = []
         cur = self._index[start] if start is not None else None
         while cur is not None:
@@ -459,9 +506,21 @@ class IssueGraph:
             live = [s for s in self._succ[self._succ_ptr[cur]:self._succ_ptr[cur + 1]].tolist()
                     if best[s] == after] if after > 0 else []
             cur = min(live, key=lambda s: id_key(ids[s])) if live else None
-        self._critical = path
-        self._critical_set = frozenset(path)
-        self._critical_hours = max(start_val, 0)
+        return path
+
+    def chain_head(self) -> tuple[int, str | None]:
+        """(hours, first id) of the heaviest chain over live edges; (-1, None) when none."""
+        if self._critical is None:
+            self._compute_critical()
+        return self._chain
+
+    def best_unchained(self) -> tuple[int, str] | None:
+        """(size hours, id) of the heaviest not-done issue outside every live chain and cycle
+        (ties to the smallest id), or None. Computed only when the heaviest chain is at most
+        one XL issue long (only then can such an issue be the critical path)."""
+        if self._critical is None:
+            self._compute_critical()
+        return self._unchained
 
     def _best_by_node(self, order: list[int], best: npt.NDArray[np.int64],
                       weight: npt.NDArray[np.int64]) -> None:
