@@ -45,12 +45,20 @@ def _components(deps: Iterable[Dep]) -> dict[str, int]:
     return {x: numbers.setdefault(find(x), len(numbers)) for x in parent}
 
 
+def _lone_ready(issue: Issue) -> bool:
+    """IssueGraph's ready rule for an issue on no dependency."""
+    return (issue.status in READY_STATUSES and (not issue.tags or HOLD_TAGS.isdisjoint(issue.tags))
+            and issue.dk_attempts < issue.dk_max_attempts)
+
+
 class LiveGraph:
     """Readiness, blockers and the critical path of the runner's active issues.
 
     ``issues`` is every issue of the store (blockers are looked up there); ``active`` the
     runner's dict of active issues, read live. Call :meth:`changed` after an issue's status,
     attempts or activity changes (including arrival), then :meth:`view` for the cycle's graph.
+    The ready and running issues are kept as unions, and the heaviest chain head with the
+    component that holds it, so a cycle costs what changed, not the size of the view.
     """
 
     def __init__(self, issues: Mapping[str, Issue], deps: Iterable[Dep], active: Mapping[str, Issue]) -> None:
@@ -65,33 +73,60 @@ class LiveGraph:
         self._graphs: dict[int, IssueGraph] = {}  # component -> graph of its view
         self._dirty: set[int] = set()
         self._lone: dict[str, Issue] = {}  # active issues on no dependency
+        self._ready: dict[str, Issue] = {}
+        self._running: dict[str, Issue] = {}
+        self._head: tuple[int, str, int] | None = None  # heaviest chain head: hours, id, component
+        self._rescan = True  # the head's component changed: find the heaviest head again
+        self._critical: list[str] | None = None  # None: to compute
+        self._short = True  # the critical path is no longer than one XL issue
         for iid in active:
             self.changed(iid)
 
     def changed(self, issue_id: str) -> None:
         """``issue_id`` arrived, left, or changed a field the graph reads."""
         c = self._comp.get(issue_id)
-        is_active = issue_id in self._active
-        if c is None:
-            if is_active:
-                self._lone[issue_id] = self._active[issue_id]
+        issue = self._active.get(issue_id)
+        if c is not None:
+            members = self._members.setdefault(c, {})
+            if issue is not None:
+                members[issue_id] = None
             else:
-                self._lone.pop(issue_id, None)
+                members.pop(issue_id, None)
+            self._dirty.add(c)
             return
-        members = self._members.setdefault(c, {})
-        if is_active:
-            members[issue_id] = None
+        self._ready.pop(issue_id, None)
+        self._running.pop(issue_id, None)
+        if issue is not None:
+            self._lone[issue_id] = issue
+            if _lone_ready(issue):
+                self._ready[issue_id] = issue
+            elif issue.status == "running":
+                self._running[issue_id] = issue
         else:
-            members.pop(issue_id, None)
-        self._dirty.add(c)
+            self._lone.pop(issue_id, None)
+        if self._short:  # a lone issue can be the critical path only when no chain is longer
+            self._critical = None
 
     def view(self) -> CycleGraph:
         for c in self._dirty:
-            members = self._members.get(c)
-            if not members:
-                self._members.pop(c, None)
-                self._graphs.pop(c, None)
-                continue
+            self._rebuild(c)
+        self._dirty.clear()
+        if self._critical is None:
+            self._compute_critical()
+        assert self._critical is not None
+        return CycleGraph(self._graphs, self._lone, list(self._ready.values()), list(self._running.values()),
+                          self._critical)
+
+    def _rebuild(self, c: int) -> None:
+        old = self._graphs.pop(c, None)
+        if old is not None:
+            for i in old.ready_issues():
+                self._ready.pop(i.id, None)
+            for i in old.running():
+                self._running.pop(i.id, None)
+        members = self._members.get(c)
+        graph: IssueGraph | None = None
+        if members:
             nodes: dict[str, Issue] = {iid: self._active[iid] for iid in members}
             deps: list[Dep] = []
             for iid in members:
@@ -100,26 +135,70 @@ class LiveGraph:
                     blocker = self._issues.get(dep[0])
                     if blocker is not None and dep[0] not in nodes:
                         nodes[dep[0]] = blocker
-            self._graphs[c] = IssueGraph(nodes, deps)
-        self._dirty.clear()
-        return CycleGraph(list(self._graphs.values()), list(self._lone.values()))
+            graph = self._graphs[c] = IssueGraph(nodes, deps)
+            for i in graph.ready_issues():
+                self._ready[i.id] = i
+            for i in graph.running():
+                self._running[i.id] = i
+        else:
+            self._members.pop(c, None)
+        # The critical path: only the component holding the heaviest chain, a new heavier
+        # chain, or (while every chain is short) any change at all can move it.
+        if self._head is not None and self._head[2] == c:
+            self._rescan = True
+            self._critical = None
+        elif graph is not None and not self._rescan:
+            val, start = graph.chain_head()
+            if start is not None and (self._head is None or beats((val, start), self._head[:2])):
+                self._head = (val, start, c)
+                self._critical = None
+        if self._short:
+            self._critical = None
+
+    def _compute_critical(self) -> None:
+        if self._rescan:
+            self._head = None
+            for c, g in self._graphs.items():
+                val, start = g.chain_head()
+                if start is not None and (self._head is None or beats((val, start), self._head[:2])):
+                    self._head = (val, start, c)
+            self._rescan = False
+        head = self._head
+        path = self._graphs[head[2]].path_from(head[1]) if head is not None else []
+        self._short = head is None or head[0] <= MAX_SIZE_HOURS
+        if self._short:
+            best: tuple[int, str] | None = None
+            for g in self._graphs.values():
+                u = g.best_unchained()
+                if u is not None and (best is None or beats(u, best)):
+                    best = u
+            for i in self._lone.values():  # active and unfinished: every one is a candidate
+                u = (SIZE_HOURS[i.dk_size], i.id)
+                if best is None or beats(u, best):
+                    best = u
+            if best is not None and (head is None or beats(best, head[:2])):
+                path = [best[1]]
+        self._critical = path
 
 
 class CycleGraph:
     """One cycle's graph: the same questions as :class:`IssueGraph`, answered from the
-    components' graphs and the issues on no dependency."""
+    components' graphs and the issues on no dependency (a snapshot: use it for one cycle)."""
 
-    def __init__(self, graphs: list[IssueGraph], lone: list[Issue]) -> None:
-        self._graphs = graphs
-        self._lone = lone
-        self._critical: list[str] | None = None
-        self._critical_set: frozenset[str] = frozenset()
+    def __init__(self, graphs: Mapping[int, IssueGraph], lone: Mapping[str, Issue], ready: list[Issue],
+                 running: list[Issue], critical: list[str]) -> None:
+        self._graphs = list(graphs.values())
+        self._lone = dict(lone)
+        self._ready = ready
+        self._running = running
+        self._critical = critical
+        self.critical_set = frozenset(critical)
         self._issues: dict[str, Issue] | None = None
 
     @property
     def issues(self) -> dict[str, Issue]:
         if self._issues is None:
-            out = {i.id: i for i in self._lone}
+            out = dict(self._lone)
             for g in self._graphs:
                 out.update(g.issues)
             self._issues = out
@@ -134,22 +213,16 @@ class CycleGraph:
         return sorted((c for g in self._graphs for c in g.cycles), key=lambda c: id_key(c[0]))
 
     def ready_issues(self) -> list[Issue]:
-        out = [i for g in self._graphs for i in g.ready_issues()]
-        for i in self._lone:  # IssueGraph's ready rule for an issue without dependencies
-            if (i.status in READY_STATUSES and (not i.tags or HOLD_TAGS.isdisjoint(i.tags))
-                    and i.dk_attempts < i.dk_max_attempts):
-                out.append(i)
-        return out
+        return list(self._ready)
 
     def running(self) -> list[Issue]:
-        return [i for g in self._graphs for i in g.running()] + [i for i in self._lone if i.status == "running"]
+        return list(self._running)
 
     def not_ready_reason(self, issue_id: str) -> str | None:
         for g in self._graphs:
             if issue_id in g.issues:
                 return g.not_ready_reason(issue_id)
-        lone = {i.id: i for i in self._lone}
-        return IssueGraph([lone[issue_id]]).not_ready_reason(issue_id)
+        return IssueGraph([self._lone[issue_id]]).not_ready_reason(issue_id)
 
     def blocked(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -157,40 +230,8 @@ class CycleGraph:
             out.update(g.blocked())
         return {k: out[k] for k in sorted(out, key=id_key)}
 
-    def _compute_critical(self) -> None:
-        head: tuple[int, str | None] = (-1, None)
-        owner: IssueGraph | None = None
-        for g in self._graphs:
-            h = g.chain_head()
-            if h[1] is not None and (head[1] is None or beats((h[0], h[1]), head)):
-                head, owner = h, g
-        start, path = head, owner.path_from(head[1]) if owner is not None else []
-        if head[0] <= MAX_SIZE_HOURS:
-            best: tuple[int, str] | None = None
-            for g in self._graphs:
-                u = g.best_unchained()
-                if u is not None and (best is None or beats(u, best)):
-                    best = u
-            for i in self._lone:  # active and unfinished: every one is a candidate
-                u = (SIZE_HOURS[i.dk_size], i.id)
-                if best is None or beats(u, best):
-                    best = u
-            if best is not None and beats(best, start):
-                path = [best[1]]
-        self._critical = path
-        self._critical_set = frozenset(path)
-
     def critical_path(self) -> list[str]:
-        if self._critical is None:
-            self._compute_critical()
-        assert self._critical is not None
         return list(self._critical)
-
-    @property
-    def critical_set(self) -> frozenset[str]:
-        if self._critical is None:
-            self._compute_critical()
-        return self._critical_set
 
 
 __all__ = ["CycleGraph", "LiveGraph"]
