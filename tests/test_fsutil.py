@@ -51,3 +51,27 @@ def test_durable_and_fast_modes_write_the_same_bytes(tmp_path: Path, durable: bo
     finally:
         fsutil.set_durable(previous)
     assert (tmp_path / "b.bin").read_bytes() == bytes(range(256)) * 300
+
+
+def test_dumps_compact_reads_back_as_json_would_write_it() -> None:
+    import dataclasses
+    import json
+    from datetime import UTC, datetime
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    cases = [
+        {"b": 1, "a": [1.5, 1e-07, 1e16, -0.0, True, None], "é": "ünïcode ✓"},
+        {"when": datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC), "p": Point(1)},  # through str, as json's default=str
+        {"big": 2**70},  # orjson refuses: json writes it
+        {2: "int keys", 1: {3: 4}},  # non-string keys: json's conversion
+        "\ud800 lone surrogate",
+    ]
+    for obj in cases:
+        line = fsutil.dumps_compact(obj)
+        assert "\n" not in line
+        assert json.loads(line) == json.loads(json.dumps(obj, sort_keys=True, default=str)), obj
+    assert fsutil.dumps_compact({"b": 1, "a": 2}) == '{"a":2,"b":1}'
+    assert fsutil.dumps_compact({"x": float("nan")}) == '{"x":null}'

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 _durable = True
 
 
@@ -80,10 +82,29 @@ def dumps_json(obj: Any, *, indent: int | None = 2) -> str:
     return json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False, default=str) + "\n"
 
 
+_ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def dumps_compact(obj: Any) -> str:
+    """One line of JSON, sorted keys, no spaces: orjson (several times faster than json's C
+    encoder), with json's conventions where the two differ -- values json does not know go
+    through ``str`` (datetimes and dataclasses included); what orjson refuses (integers over
+    64 bits, non-string keys, lone surrogates) is written by json. Floats are written in their
+    shortest round-trip form by both, though not always with the same digits' spelling
+    (``1e-07`` vs ``1e-7``); NaN and infinities become ``null`` (json would write invalid JSON)."""
+    try:
+        return orjson.dumps(obj, default=str, option=_ORJSON_OPTIONS).decode("utf-8")
+    except TypeError:
+        return json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
-    """Write JSON atomically: indented for people in real runs; compact (the C encoder, ~10x
-    faster) while a simulated history runs with durability off and writes tens of thousands."""
-    atomic_write_text(path, dumps_json(obj, indent=indent if _durable else None))
+    """Write JSON atomically: indented for people in real runs; compact (:func:`dumps_compact`)
+    while a simulated history runs with durability off and writes tens of thousands."""
+    if _durable:
+        atomic_write_text(path, dumps_json(obj, indent=indent))
+    else:
+        atomic_write_text(path, dumps_compact(obj) + "\n")
 
 
 @contextlib.contextmanager
@@ -119,5 +140,5 @@ def append_line(path: str | Path, line: str) -> None:
 
 
 def append_jsonl(path: str | Path, obj: Any) -> None:
-    """Append one JSON object as a line (see :func:`append_line`)."""
-    append_line(path, json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str))
+    """Append one JSON object as a line (see :func:`append_line` and :func:`dumps_compact`)."""
+    append_line(path, dumps_compact(obj))

@@ -152,7 +152,7 @@ class Dispatcher:
 
         # Archive every candidate (losers marked), then remove the workcells.
         for r in runs:
-            self._write_rollout(r, record)
+            self._write_rollout(r)
             loser = plan.speculate and r.index != winner
             r.archive_path = await self._archive(r.workcell, loser)
             if self.on_archived is not None and r.archive_path is not None:
@@ -319,11 +319,10 @@ class Dispatcher:
             return await asyncio.to_thread(work)
         return work()
 
-    def _write_rollout(self, run: CandidateRun, record: DecisionRecord) -> None:
-        rollout = build_rollout_model(
-            run.manifest, run.proof, "telemetry.jsonl", "manifest.json",
-            planner=archived_record(record), proof_path="proof.json",
-        )
+    def _write_rollout(self, run: CandidateRun) -> None:
+        # planner: the manifest's, i.e. the decision record as archived with the run
+        rollout = build_rollout_model(run.manifest, run.proof, "telemetry.jsonl", "manifest.json",
+                                      proof_path="proof.json")
         write_rollout(run.workcell.path / "rollout.json", rollout)
 
 
