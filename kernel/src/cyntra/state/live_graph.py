@@ -75,6 +75,7 @@ class LiveGraph:
         self._lone: dict[str, Issue] = {}  # active issues on no dependency
         self._ready: dict[str, Issue] = {}
         self._running: dict[str, Issue] = {}
+        self._noted: dict[int, IssueGraph] = {}  # components with warnings or cycles (usually none)
         self._head: tuple[int, str, int] | None = None  # heaviest chain head: hours, id, component
         self._rescan = True  # the head's component changed: find the heaviest head again
         self._critical: list[str] | None = None  # None: to compute
@@ -114,11 +115,12 @@ class LiveGraph:
         if self._critical is None:
             self._compute_critical()
         assert self._critical is not None
-        return CycleGraph(self._graphs, self._lone, list(self._ready.values()), list(self._running.values()),
-                          self._critical)
+        return CycleGraph(self._graphs, self._noted, self._lone, list(self._ready.values()),
+                          list(self._running.values()), self._critical)
 
     def _rebuild(self, c: int) -> None:
         old = self._graphs.pop(c, None)
+        self._noted.pop(c, None)
         if old is not None:
             for i in old.ready_issues():
                 self._ready.pop(i.id, None)
@@ -136,6 +138,8 @@ class LiveGraph:
                     if blocker is not None and dep[0] not in nodes:
                         nodes[dep[0]] = blocker
             graph = self._graphs[c] = IssueGraph(nodes, deps)
+            if graph.warnings or graph.cycles:
+                self._noted[c] = graph
             for i in graph.ready_issues():
                 self._ready[i.id] = i
             for i in graph.running():
@@ -185,10 +189,11 @@ class CycleGraph:
     """One cycle's graph: the same questions as :class:`IssueGraph`, answered from the
     components' graphs and the issues on no dependency (a snapshot: use it for one cycle)."""
 
-    def __init__(self, graphs: Mapping[int, IssueGraph], lone: Mapping[str, Issue], ready: list[Issue],
-                 running: list[Issue], critical: list[str]) -> None:
-        self._graphs = list(graphs.values())
-        self._lone = dict(lone)
+    def __init__(self, graphs: Mapping[int, IssueGraph], noted: Mapping[int, IssueGraph],
+                 lone: Mapping[str, Issue], ready: list[Issue], running: list[Issue], critical: list[str]) -> None:
+        self._graphs = graphs.values()  # read only while this cycle lasts (the live graph moves on)
+        self._noted = list(noted.values())
+        self._lone = lone
         self._ready = ready
         self._running = running
         self._critical = critical
@@ -206,11 +211,11 @@ class CycleGraph:
 
     @property
     def warnings(self) -> list[str]:
-        return [w for g in self._graphs for w in g.warnings]
+        return [w for g in self._noted for w in g.warnings]
 
     @property
     def cycles(self) -> list[list[str]]:
-        return sorted((c for g in self._graphs for c in g.cycles), key=lambda c: id_key(c[0]))
+        return sorted((c for g in self._noted for c in g.cycles), key=lambda c: id_key(c[0]))
 
     def ready_issues(self) -> list[Issue]:
         return list(self._ready)
