@@ -98,6 +98,12 @@ def dumps_compact(obj: Any) -> str:
         return json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
+def dumps_file(obj: Any) -> str:
+    """A JSON file's text: indented for people in real runs, compact (:func:`dumps_compact`)
+    while a simulated history runs with durability off."""
+    return dumps_json(obj) if _durable else dumps_compact(obj) + "\n"
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
     """Write JSON atomically: indented for people in real runs; compact (:func:`dumps_compact`)
     while a simulated history runs with durability off and writes tens of thousands."""

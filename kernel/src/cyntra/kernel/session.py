@@ -98,6 +98,7 @@ class KernelSession:
     _engine: DecisionEngine | None = None
     _index: Any = None
     _rules: list[EffectiveRule] | None = None  # compiled routing rules (config + universe overrides)
+    _universe_inputs: tuple[dict[str, Any], dict[str, Any]] | None = None  # planner input's universe part
 
     @classmethod
     def open(
@@ -170,7 +171,9 @@ class KernelSession:
         """planner_input.v1 for a live decision — the same builder the dataset uses."""
         from cyntra.planner.planner_input import build_planner_input, universe_inputs
 
-        defaults, policies = universe_inputs(self.universe)
+        if self._universe_inputs is None:  # the universe is loaded once per session
+            self._universe_inputs = universe_inputs(self.universe)
+        defaults, policies = self._universe_inputs
         return build_planner_input(
             issue, now, index=self.index, universe_id=self.universe_id, job_type=job_type, world_id=world_id,
             objective_id=objective_id, universe_defaults=defaults, universe_policies=policies,

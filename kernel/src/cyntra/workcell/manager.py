@@ -37,7 +37,7 @@ import structlog
 
 from cyntra import clock
 from cyntra.errors import CyntraError, InputError
-from cyntra.fsutil import dumps_json, file_lock
+from cyntra.fsutil import dumps_file, file_lock
 from cyntra.workcell.ids import sanitize_issue_id, workcell_id
 
 log = structlog.get_logger(__name__)
@@ -385,7 +385,7 @@ class WorkcellManager:
             if wc.logs_dir.is_dir():
                 shutil.copytree(wc.logs_dir, tmp / LOGS_DIRNAME, symlinks=True)
                 copied.append(LOGS_DIRNAME + "/")
-            (tmp / "workcell.json").write_text(dumps_json(wc.to_marker()), encoding="utf-8")
+            (tmp / "workcell.json").write_text(dumps_file(wc.to_marker()), encoding="utf-8")
             copied.append("workcell.json")
             if wc.backend == "git" and wc.path.is_dir():
                 patch = self._patch(wc)
@@ -435,7 +435,7 @@ class WorkcellManager:
             p.relative_to(wc.path).as_posix() + ("/" if p.is_dir() else "")
             for p in wc.path.iterdir() if p.name != MARKER_NAME
         )
-        (wc.path / "workcell.json").write_text(dumps_json(wc.to_marker()), encoding="utf-8")
+        (wc.path / "workcell.json").write_text(dumps_file(wc.to_marker()), encoding="utf-8")
         _write_archive_meta(wc.path, wc, loser, [*files, "workcell.json"])
         with contextlib.suppress(FileNotFoundError):
             (wc.path / MARKER_NAME).unlink()  # no longer an active workcell
@@ -583,7 +583,7 @@ def _write_archive_meta(where: Path, wc: Workcell, loser: bool, files: list[str]
         "base_commit": wc.base_commit,
         "files": sorted(files),
     }
-    (where / ARCHIVE_META).write_text(dumps_json(meta), encoding="utf-8")
+    (where / ARCHIVE_META).write_text(dumps_file(meta), encoding="utf-8")
 
 
 def _write_marker(wc: Workcell) -> None:
@@ -593,7 +593,7 @@ def _write_marker(wc: Workcell) -> None:
     failure only costs recovery one stale directory.
     """
     tmp = wc.path / f".{MARKER_NAME}.tmp"
-    tmp.write_text(json.dumps(wc.to_marker(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(dumps_file(wc.to_marker()), encoding="utf-8")
     os.replace(tmp, wc.marker_path)
 
 
