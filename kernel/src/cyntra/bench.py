@@ -23,8 +23,8 @@ END = "<!-- bench:end -->"
 SUITE: list[tuple[str, str, list[str], str]] = [
     ("Scheduler: load + graph + one cycle, 100,000 issues / 50,000 deps", "bench_scheduler.py", [],
      "≤ 2 s"),
-    ("Simulator through the real kernel, --until-idle (2,000 issues at 20/day)", "bench_sim.py",
-     ["--issues", "2000"], "10,000 issues ≤ 60 s, i.e. ≤ ~4 ms per dispatch"),
+    ("Simulator through the real kernel, --until-idle (10,000 issues at 20/day)", "bench_sim.py",
+     ["--issues", "10000"], "10,000 issues ≤ 60 s, i.e. ≤ ~4 ms per dispatch"),
     ("Dataset build (100,000 runs) and live planner input", "bench_dataset.py", [],
      "build ≤ 60 s; input ≤ 2 ms median, ≥ 50× faster than a scan"),
     ("URM planner: training, latency, throughput, FLOPs", "bench_train.py", [],
