@@ -97,22 +97,30 @@ def test_nothing_downstream_reads_simulator_internals() -> None:
         assert not bad, f"{path.relative_to(REPO)} imports {bad}"
 
 
+def _run_exploring(ws: Path, *, trap: bool = False) -> None:
+    """60 simulated issues with exploration at 0.3 (and, with ``trap``, a dynamics report that
+    puts the code domain in ``trap``), run until idle."""
+    import yaml
+
+    _invoke("sim", "init", "-w", str(ws), "--issues", "60", "--seed", "8")
+    cfg_path = ws / ".cyntra" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["exploration"] = {"epsilon": 0.3}
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    if trap:
+        report = ws / ".cyntra" / "dynamics" / "dynamics_report.json"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps({"domains": {"code": {"action_rate": 0.01}}}))
+    _invoke("run", "-w", str(ws), "--until-idle", "--json")
+
+
 def test_the_fit_preview_changes_nothing_but_the_work_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The scheduler skips issues whose previewed plan cannot fit without deciding them; the
     history (issues, archives, index, ledger) equals a run that decides every issue it looks at.
     Exploration is on so the preview's exploration draw is exercised too."""
-    import yaml
-
     from cyntra.strategy.engine import DecisionEngine
 
-    def run(ws: Path) -> None:
-        _invoke("sim", "init", "-w", str(ws), "--issues", "60", "--seed", "8")
-        cfg_path = ws / ".cyntra" / "config.yaml"
-        cfg = yaml.safe_load(cfg_path.read_text())
-        cfg["exploration"] = {"epsilon": 0.3}
-        cfg_path.write_text(yaml.safe_dump(cfg))
-        _invoke("run", "-w", str(ws), "--until-idle", "--json")
-
+    run = _run_exploring
     calls = {"preview": 0, "decided": 0}
     original_preview, original_decide = DecisionEngine.preview_action, DecisionEngine.decide
 
@@ -157,21 +165,11 @@ def test_the_plan_memo_changes_nothing_but_the_work_done(tmp_path: Path, monkeyp
     history equals a run that plans every waiting issue again each cycle. Exploration is on
     and a dynamics report puts the code domain in ``trap``, so the memo's keys (attempt,
     critical path, controller decisions) all matter."""
-    import yaml
-
     from cyntra.kernel.session import PlanMemo
     from cyntra.strategy.engine import DecisionEngine
 
     def run(ws: Path) -> None:
-        _invoke("sim", "init", "-w", str(ws), "--issues", "60", "--seed", "8")
-        cfg_path = ws / ".cyntra" / "config.yaml"
-        cfg = yaml.safe_load(cfg_path.read_text())
-        cfg["exploration"] = {"epsilon": 0.3}
-        cfg_path.write_text(yaml.safe_dump(cfg))
-        report = ws / ".cyntra" / "dynamics" / "dynamics_report.json"
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(json.dumps({"domains": {"code": {"action_rate": 0.01}}}))
-        _invoke("run", "-w", str(ws), "--until-idle", "--json")
+        _run_exploring(ws, trap=True)
 
     previews = [0]
     original_preview = DecisionEngine.preview_action
