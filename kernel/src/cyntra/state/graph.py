@@ -135,7 +135,8 @@ class GraphView(Protocol):
 class IssueGraph:
     """Issues plus their ``blocks`` edges; answers readiness, blockers and the critical path.
 
-    A snapshot: statuses are read once, at construction. Build a new graph each cycle.
+    A snapshot: statuses are read once, at construction. Build a new graph each cycle (the
+    runner keeps one per dependency component instead: :class:`~cyntra.state.live_graph.LiveGraph`).
 
     Inside, issues are numbered in input order and edges are integer arrays (numpy), so the
     work that grows with the backlog -- matching deps to issues, the blocked test, the
