@@ -41,7 +41,8 @@ def _world(seed: int) -> tuple[dict[str, Issue], list[tuple[str, str, str]]]:
 
 
 def _reference(issues: dict[str, Issue], deps: list[tuple[str, str, str]], active: dict[str, Issue]) -> IssueGraph:
-    """The runner's cycle view, built afresh (IssueState.cycle_view's rule)."""
+    """The runner's cycle view built afresh: the active issues, every issue a dep into one of
+    them names, and those deps."""
     into: dict[str, list[tuple[str, str, str]]] = {}
     for d in deps:
         into.setdefault(d[1], []).append(d)

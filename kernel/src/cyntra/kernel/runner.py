@@ -130,11 +130,8 @@ class IssueState:
         self._load()
 
     def _load(self) -> None:
-        """(Re)read the store: issues, blockers by issue, and the arrival order."""
+        """(Re)read the store: issues, the arrival order, and the graph of the active issues."""
         self.set: IssueSet = self.store.load()
-        self.pred: dict[str, list[tuple[str, str, str]]] = {}
-        for d in self.set.deps:
-            self.pred.setdefault(d.to, []).append((d.from_, d.to, d.type))
         # Arrival order for simulated time (an issue created in the future has not arrived yet).
         self.arrivals = sorted(
             (i for i in self.set.issues.values() if i.status not in TERMINAL),
@@ -142,6 +139,7 @@ class IssueState:
         )
         self._arrived = 0
         self.active: dict[str, Issue] = {}
+        # What each cycle schedules from: the active issues and every issue their deps name.
         self.graph = LiveGraph(self.set.issues, [(d.from_, d.to, d.type) for d in self.set.deps], self.active)
         self.memo.clear()
 
@@ -164,21 +162,6 @@ class IssueState:
         if self._arrived < len(self.arrivals):
             return self.arrivals[self._arrived].created
         return None
-
-    def cycle_view(self) -> tuple[dict[str, Issue], list[tuple[str, str, str]]]:
-        """Active issues plus their blockers (any status: a done blocker no longer blocks).
-
-        What the cycle's graph stands for; the runner keeps that graph up to date in
-        :attr:`graph` (a :class:`LiveGraph`) instead, and tests compare the two."""
-        issues = dict(self.active)
-        deps: list[tuple[str, str, str]] = []
-        for iid in self.active:
-            for dep in self.pred.get(iid, ()):
-                deps.append(dep)
-                blocker = self.set.issues.get(dep[0])
-                if blocker is not None and dep[0] not in issues:
-                    issues[dep[0]] = blocker
-        return issues, deps
 
     def update(self, issue_id: str, **fields: Any) -> None:
         issue = self.set.issues[issue_id]
