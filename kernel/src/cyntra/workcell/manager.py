@@ -431,10 +431,8 @@ class WorkcellManager:
             dest = self.archive(wc, loser=loser)
             self.cleanup(wc)
             return dest
-        files = sorted(
-            p.relative_to(wc.path).as_posix() + ("/" if p.is_dir() else "")
-            for p in wc.path.iterdir() if p.name != MARKER_NAME
-        )
+        with os.scandir(wc.path) as entries:  # names and types from one directory read
+            files = sorted(e.name + ("/" if e.is_dir() else "") for e in entries if e.name != MARKER_NAME)
         (wc.path / "workcell.json").write_text(dumps_file(wc.to_marker()), encoding="utf-8")
         _write_archive_meta(wc.path, wc, loser, [*files, "workcell.json"])
         with contextlib.suppress(FileNotFoundError):
