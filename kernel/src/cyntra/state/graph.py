@@ -44,6 +44,13 @@ def beats(a: tuple[int, str], b: tuple[int, str | None]) -> bool:
     return a[0] > b[0] or (a[0] == b[0] and b[1] is not None and id_key(a[1]) < id_key(b[1]))
 
 
+def ready_alone(issue: Issue) -> bool:
+    """The ready rule for an issue on no dependency: open or ready, not held, attempts left.
+    (:class:`IssueGraph` inlines the same checks in its one pass over the issues.)"""
+    return (issue.status in READY_STATUSES and (not issue.tags or HOLD_TAGS.isdisjoint(issue.tags))
+            and issue.dk_attempts < issue.dk_max_attempts)
+
+
 def id_key(issue_id: str) -> tuple[int, int, str]:
     """Natural order for ids: numeric ids by value first (by length, then digits: no int()
     conversion), then everything else as strings. The scheduler inlines the same key."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from cyntra.state.graph import HOLD_TAGS, MAX_SIZE_HOURS, READY_STATUSES, IssueGraph, beats, id_key
+from cyntra.state.graph import MAX_SIZE_HOURS, IssueGraph, beats, id_key, ready_alone
 from cyntra.state.issue import SIZE_HOURS, Issue
 
 Dep = tuple[str, str, str]  # (from, to, type)
@@ -43,12 +43,6 @@ def _components(deps: Iterable[Dep]) -> dict[str, int]:
             parent[rb] = ra
     numbers: dict[str, int] = {}
     return {x: numbers.setdefault(find(x), len(numbers)) for x in parent}
-
-
-def _lone_ready(issue: Issue) -> bool:
-    """IssueGraph's ready rule for an issue on no dependency."""
-    return (issue.status in READY_STATUSES and (not issue.tags or HOLD_TAGS.isdisjoint(issue.tags))
-            and issue.dk_attempts < issue.dk_max_attempts)
 
 
 class LiveGraph:
@@ -99,7 +93,7 @@ class LiveGraph:
         self._running.pop(issue_id, None)
         if issue is not None:
             self._lone[issue_id] = issue
-            if _lone_ready(issue):
+            if ready_alone(issue):
                 self._ready[issue_id] = issue
             elif issue.status == "running":
                 self._running[issue_id] = issue
