@@ -98,19 +98,15 @@ def dumps_compact(obj: Any) -> str:
         return json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
-def dumps_file(obj: Any) -> str:
+def dumps_file(obj: Any, *, indent: int | None = 2) -> str:
     """A JSON file's text: indented for people in real runs, compact (:func:`dumps_compact`)
-    while a simulated history runs with durability off."""
-    return dumps_json(obj) if _durable else dumps_compact(obj) + "\n"
+    while a simulated history runs with durability off and writes tens of thousands."""
+    return dumps_json(obj, indent=indent) if _durable else dumps_compact(obj) + "\n"
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> None:
-    """Write JSON atomically: indented for people in real runs; compact (:func:`dumps_compact`)
-    while a simulated history runs with durability off and writes tens of thousands."""
-    if _durable:
-        atomic_write_text(path, dumps_json(obj, indent=indent))
-    else:
-        atomic_write_text(path, dumps_compact(obj) + "\n")
+    """Write JSON atomically (see :func:`dumps_file` for its form)."""
+    atomic_write_text(path, dumps_file(obj, indent=indent))
 
 
 @contextlib.contextmanager
