@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from datetime import UTC, datetime
@@ -367,3 +368,47 @@ def test_directory_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert [w.id for w in mgr.find_stale({"0", "1", "2", "3", "4", "5"})] == sorted(
         w.id for w in made[1:] if w.issue_id == "6"
     )
+
+
+def _walk_changes(root: Path) -> tuple[list[dict[str, str]], int]:
+    """The reference: what ``os.walk`` (top-down, sorted, links not followed) finds."""
+    from cyntra.workcell.manager import RESERVED_NAMES
+
+    changes, lines = [], 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        if rel_dir == Path("."):
+            dirnames[:] = [d for d in dirnames if d not in RESERVED_NAMES]
+            filenames = [f for f in filenames if f not in RESERVED_NAMES]
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            if full.is_symlink():
+                continue
+            changes.append({"path": (rel_dir / name).as_posix(), "kind": "added"})
+            data = full.read_bytes()
+            lines += data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    return changes, lines
+
+
+def test_directory_diff_stats_walk_like_os_walk(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    wc = WorkcellManager(ws, backend="directory").create("1")
+    root = wc.path
+    (root / "b.txt").write_text("1\n2\n3")
+    (root / "a").mkdir()
+    (root / "a" / "z.py").write_text("")
+    (root / "a" / "proof.json").write_text("{}\n")  # reserved only at the top
+    (root / "a" / "deeper" / "x").mkdir(parents=True)
+    (root / "a" / "deeper" / "x" / "y").write_text("y\n")
+    (root / "a" / "deeper" / "m").write_text("m")
+    (root / "a0").write_text("\n\n")
+    (root / "link.txt").symlink_to(root / "b.txt")
+    (root / "linkdir").symlink_to(root / "a", target_is_directory=True)
+    (root / "broken").symlink_to(root / "nowhere")
+    (root / "manifest.json").write_text("{}\n")
+    (root / "logs" / "out.log").write_text("ignored\n")
+    got = WorkcellManager(ws, backend="directory").diff_stats(wc)
+    assert got == _walk_changes(root)
+    assert [c["path"] for c in got[0]] == ["a0", "b.txt", "a/proof.json", "a/z.py", "a/deeper/m", "a/deeper/x/y"]

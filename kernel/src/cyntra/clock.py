@@ -98,7 +98,11 @@ def isoformat_z(ts: datetime) -> str:
     """Upstream's timestamp format: ISO-8601, microseconds, ``Z`` suffix."""
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    elif ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    if ts.year >= 1000:  # isoformat is ~3x faster than strftime; the same text from year 1000 on
+        return ts.isoformat(timespec="microseconds")[:-6] + "Z"
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def now_iso() -> str:

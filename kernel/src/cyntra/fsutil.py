@@ -25,6 +25,7 @@ def set_durable(durable: bool) -> bool:
 
 
 _tmp_serial = itertools.count()
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 _TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -123,15 +124,15 @@ def file_lock(path: str | Path) -> Iterator[None]:
         os.close(fd)
 
 
-def append_line(path: str | Path, line: str) -> None:
+def append_line(path: str | os.PathLike[str], line: str) -> None:
     """Append one line: a single write() under an flock on the file itself (+ fsync when durable)."""
-    p = Path(path)
+    target = os.fspath(path)
     data = (line if line.endswith("\n") else line + "\n").encode("utf-8")
     try:
-        fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(target, _APPEND_FLAGS, 0o644)
     except FileNotFoundError:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+        fd = os.open(target, _APPEND_FLAGS, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, data)
@@ -141,6 +142,6 @@ def append_line(path: str | Path, line: str) -> None:
         os.close(fd)  # closing releases the lock
 
 
-def append_jsonl(path: str | Path, obj: Any) -> None:
+def append_jsonl(path: str | os.PathLike[str], obj: Any) -> None:
     """Append one JSON object as a line (see :func:`append_line` and :func:`dumps_compact`)."""
     append_line(path, dumps_compact(obj))

@@ -31,6 +31,7 @@ from cyntra.adapters.telemetry import TelemetryWriter
 from cyntra.errors import CyntraError
 from cyntra.fsutil import atomic_write_text
 from cyntra.kernel.config import ToolchainConfig
+from cyntra.state.issue import Issue
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +83,11 @@ class RunRequest(BaseModel):
     # The toolchain's `config:` block for this run (merged over the configured one).
     toolchain_config: dict[str, Any] = Field(default_factory=dict)
     telemetry: TelemetryWriter | None = Field(default=None, exclude=True)
+    # The kernel's snapshot of the issue (what manifest.json holds) and which candidate of the
+    # plan this run is (0: the first), for in-process adapters such as the simulator; a
+    # subprocess agent gets the prompt and the workcell.
+    issue: Issue | None = Field(default=None, exclude=True)
+    candidate_index: int = Field(default=0, ge=0)
 
     @property
     def prompt_file(self) -> Path:

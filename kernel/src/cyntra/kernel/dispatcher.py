@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -46,7 +47,7 @@ from cyntra.kernel.vote import vote_proofs
 from cyntra.rollouts.builder import build_rollout_model, write_rollout
 from cyntra.state.issue import Issue
 from cyntra.strategy.record import DecisionRecord
-from cyntra.workcell import Workcell, WorkcellManager
+from cyntra.workcell import Archived, Workcell, WorkcellManager
 from cyntra.workcell.manager import MergeConflictError, WorkcellError
 
 
@@ -59,7 +60,11 @@ class CandidateRun:
     result: AdapterResult
     verification: Verification
     proof: Proof
-    archive_path: Path | None = None
+    archive: Archived | None = None
+
+    @property
+    def archive_path(self) -> Path | None:
+        return self.archive.path if self.archive is not None else None
 
     @property
     def passed(self) -> bool:
@@ -100,6 +105,17 @@ class DispatchOutcome(BaseModel):
     vote_reason: str | None = None
 
 
+@dataclass(frozen=True)
+class ArchivedRun:
+    """One candidate run just archived: what the similar-runs index is fed (no read-back)."""
+
+    path: Path
+    meta: dict[str, Any]  # its archive_meta.json
+    manifest: Manifest
+    proof: Proof
+    issue: Issue  # the issue the manifest snapshots
+
+
 @dataclass
 class Dispatcher:
     """Runs plans. Stateless between dispatches apart from its collaborators."""
@@ -109,7 +125,7 @@ class Dispatcher:
     manager: WorkcellManager
     universe_id: str | None = None
     env: dict[str, str] = field(default_factory=dict)
-    on_archived: Any = None  # Callable[[Path, Manifest, Proof], None]: the similar-runs index hook
+    on_archived: Callable[[ArchivedRun], None] | None = None  # the similar-runs index hook
 
     async def dispatch(self, issue: Issue, plan: DispatchPlan, record: DecisionRecord) -> DispatchOutcome:
         started = clock.now()
@@ -154,9 +170,9 @@ class Dispatcher:
         for r in runs:
             self._write_rollout(r)
             loser = plan.speculate and r.index != winner
-            r.archive_path = await self._archive(r.workcell, loser)
-            if self.on_archived is not None and r.archive_path is not None:
-                self.on_archived(r.archive_path, r.manifest, r.proof)
+            r.archive = await self._archive(r.workcell, loser)
+            if self.on_archived is not None:
+                self.on_archived(ArchivedRun(r.archive.path, r.archive.meta, r.manifest, r.proof, issue))
 
         completed = max((_parse(r.proof.metadata.completed_at) for r in runs), default=started)
         if not plan.speculate and runs:
@@ -262,6 +278,8 @@ class Dispatcher:
             workcell_id=wc.id,
             toolchain_config=dict(tc_cfg.config),
             telemetry=telemetry,
+            issue=issue,
+            candidate_index=index,
         )
         if adapter.available():
             try:
@@ -311,8 +329,8 @@ class Dispatcher:
             return await asyncio.to_thread(self.manager.create, issue_id, tag)
         return self.manager.create(issue_id, tag)
 
-    async def _archive(self, wc: Workcell, loser: bool) -> Path | None:
-        def work() -> Path:
+    async def _archive(self, wc: Workcell, loser: bool) -> Archived:
+        def work() -> Archived:
             return self.manager.archive_and_remove(wc, loser=loser)
 
         if self.manager.backend == "git":

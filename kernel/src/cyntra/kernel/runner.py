@@ -35,7 +35,7 @@ from cyntra import clock
 from cyntra.clock import isoformat_z
 from cyntra.errors import CyntraError
 from cyntra.gcpause import frozen_heap
-from cyntra.kernel.dispatcher import Dispatcher, DispatchOutcome
+from cyntra.kernel.dispatcher import ArchivedRun, Dispatcher, DispatchOutcome
 from cyntra.kernel.session import KernelSession, PlanMemo
 from cyntra.log import configure as configure_logging
 from cyntra.log import get_logger
@@ -541,17 +541,17 @@ def run_kernel(session: KernelSession, *, once: bool = True, watch: bool = False
                 session.engine.close()
 
 
-def _index_hook(session: KernelSession) -> Callable[[Path, Any, Any], None]:
-    """Feed each archived run into the similar-runs index, from the manifest and proof the
-    dispatcher has just archived (no read-back of the archive)."""
+def _index_hook(session: KernelSession) -> Callable[[ArchivedRun], None]:
+    """Feed each archived run into the similar-runs index, from the manifest, proof, archive
+    meta and issue the dispatcher has just archived (no read-back of the archive)."""
     from cyntra.planner.run_summary import summarize_run
 
     index = session.index
 
-    def hook(path: Path, manifest: Any, proof: Any) -> None:
+    def hook(run: ArchivedRun) -> None:
         try:
-            index.add(summarize_run(path, manifest, proof))
+            index.add(summarize_run(run.path, run.manifest, run.proof, meta=run.meta, issue=run.issue))
         except Exception as exc:  # indexing must never stop dispatch
-            log.warning("index.add_failed", archive=str(path), error=str(exc))
+            log.warning("index.add_failed", archive=str(run.path), error=str(exc))
 
     return hook

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -27,6 +27,7 @@ from cyntra.kernel.artifacts import (
     parse_artifact,
 )
 from cyntra.planner.planner_input import IssueFeatures, domain_of_tags, issue_features
+from cyntra.state.issue import Issue
 from cyntra.workspace import Workspace
 
 RUN_SUMMARY_SCHEMA: Final = "cyntra.run_summary.v1"
@@ -121,17 +122,27 @@ def summarize_archive(directory: str | os.PathLike[str]) -> RunSummary:
     return summarize_run(d, manifest, proof)
 
 
-def summarize_run(directory: str | os.PathLike[str], manifest: Manifest, proof: Proof) -> RunSummary:
-    """The summary of an archived run from its manifest and proof; reads only the archive's
-    meta file. The kernel calls it with the models it has just archived (the index is fed as
-    runs finish without reading each archive back); :func:`summarize_archive` with the models
-    parsed from the files. A test keeps the two equal."""
+def summarize_run(
+    directory: str | os.PathLike[str],
+    manifest: Manifest,
+    proof: Proof,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    issue: Issue | None = None,
+) -> RunSummary:
+    """The summary of an archived run from its manifest and proof, and its meta file (read
+    unless ``meta`` gives its content). The kernel calls it with what it has just archived --
+    models, meta and the :class:`Issue` the manifest snapshots (``issue``, which spares
+    re-validating the snapshot) -- so the index is fed as runs finish without reading each
+    archive back; :func:`summarize_archive` with the models parsed from the files. A test
+    keeps the two equal."""
     d = Path(directory)
     mpath, apath = d / "manifest.json", d / ARCHIVE_META
     loser = proof.vote is not None and not proof.vote.winner
     available_at = proof.metadata.completed_at
-    if apath.exists():
+    if meta is None and apath.exists():
         meta = load_json_object(apath)
+    if meta is not None:
         if "loser" in meta:
             if not isinstance(meta["loser"], bool):
                 raise InputError(apath, f"expected a boolean, got {meta['loser']!r}", field="loser")
@@ -141,7 +152,7 @@ def summarize_run(directory: str | os.PathLike[str], manifest: Manifest, proof: 
 
     planner = manifest.planner or {}
     decision_time = planner.get("timestamp")
-    feats = issue_features(manifest.issue, path=str(mpath))
+    feats = issue_features(issue if issue is not None else manifest.issue, path=str(mpath))
     plan = manifest.plan
     return RunSummary(
         run_id=manifest.workcell_id,

@@ -12,15 +12,19 @@ kernel. Nothing downstream reads this module: datasets come from archives only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import os
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from cyntra import clock
 from cyntra.adapters import AdapterResult, RunRequest, register_adapter
-from cyntra.fsutil import atomic_write_json, set_durable
+from cyntra.fsutil import atomic_write_json, dumps_compact, set_durable
 from cyntra.kernel.config import KernelConfig, ToolchainConfig
 from cyntra.kernel.verifier import register_gate_scheme
 from cyntra.sim.profile import SimProfile, bundled_profiles, load_profile
@@ -49,7 +53,8 @@ def profile_for(config: KernelConfig, workspace: Path) -> SimProfile:
 
 class SimAdapter:
     """A toolchain whose runs are drawn from the world profile (seeded by profile seed, issue,
-    attempt and toolchain). Reads the issue from the workcell's manifest like any agent would."""
+    attempt and toolchain). Takes the issue from the request (the kernel's snapshot, the one in
+    the workcell's manifest), or reads the manifest when a request carries none."""
 
     def __init__(self, name: str, profile: SimProfile) -> None:
         self.name = name
@@ -65,19 +70,21 @@ class SimAdapter:
         return ["<sim>", self.name]
 
     async def run(self, request: RunRequest) -> AdapterResult:
-        manifest = json.loads((request.workcell_path / "manifest.json").read_text(encoding="utf-8"))
-        issue = Issue.model_validate(manifest["issue"])
-        index = int(manifest.get("plan", {}).get("candidate_index", 0))
+        issue, index = request.issue, request.candidate_index
+        if issue is None:
+            manifest = json.loads((request.workcell_path / "manifest.json").read_text(encoding="utf-8"))
+            issue = Issue.model_validate(manifest["issue"])
+            index = int(manifest.get("plan", {}).get("candidate_index", 0))
         started = clock.now()
         out = sample_candidate(self.profile, issue, self.name, issue.dk_attempts,
                                request.timeout_seconds / 60.0, index, started)
         if request.telemetry is not None:
             request.telemetry.emit("started", {"budget_minutes": out.budget_minutes})
-        request.logs_dir.mkdir(parents=True, exist_ok=True)
-        (request.logs_dir / OUTCOME_FILE).write_text(json.dumps(out.to_dict(), sort_keys=True), encoding="utf-8")
+        logs = os.fspath(request.logs_dir)
+        os.makedirs(logs, exist_ok=True)
+        _write(os.path.join(logs, OUTCOME_FILE), dumps_compact(out.to_dict()).encode("utf-8"))
         if out.diff_lines > 0 and not out.timed_out:
-            body = "".join(f"# change {i}\n" for i in range(out.diff_lines))
-            (request.workcell_path / "patch.sim").write_text(body, encoding="utf-8")
+            _write(os.path.join(os.fspath(request.workcell_path), "patch.sim"), _patch_body(out.diff_lines))
         c = clock.get_clock()
         if isinstance(c, clock.VirtualClock):
             c.advance(timedelta(minutes=out.duration_minutes))
@@ -95,12 +102,28 @@ class SimAdapter:
         )
 
 
+def _write(path: str, data: bytes) -> None:
+    """A new file in the candidate's own workcell (nobody else writes there; the workcell as a
+    whole is what recovery and archiving handle)."""
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+@functools.lru_cache(maxsize=4096)
+def _patch_body(lines: int) -> bytes:
+    """The simulated patch: one line per changed line, so the diff stats count them."""
+    return "".join(f"# change {i}\n" for i in range(lines)).encode("utf-8")
+
+
 def sim_gate(name: str, arg: str, workcell: Path) -> tuple[bool, str]:
     """``sim:<gate>``: the gate result the candidate's simulated run recorded."""
-    path = workcell / "logs" / OUTCOME_FILE
-    if not path.is_file():
+    path = os.path.join(os.fspath(workcell), "logs", OUTCOME_FILE)
+    try:
+        with open(path, "rb") as f:
+            recorded = orjson.loads(f.read())
+    except OSError:
         return False, f"no simulated outcome at {path}"
-    gates: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")).get("gates", {})
+    gates: dict[str, Any] = recorded.get("gates", {})
     gate = arg or name
     if gate not in gates:
         return False, f"simulated outcome has no gate {gate!r}"

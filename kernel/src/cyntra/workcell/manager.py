@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NamedTuple, TypedDict
 
 import structlog
 
@@ -124,6 +124,13 @@ class Workcell:
             branch=data.get("branch"),
             base_commit=data.get("base_commit"),
         )
+
+
+class Archived(NamedTuple):
+    """An archived workcell: where it is and the ``archive_meta.json`` written into it."""
+
+    path: Path
+    meta: dict[str, Any]
 
 
 class WorkcellManager:
@@ -360,6 +367,10 @@ class WorkcellManager:
         extra_files: dict[str, Path] | None = None,
         loser: bool = False,
     ) -> Path:
+        """Copy the workcell's artifacts into its archive directory (see :meth:`_archive`)."""
+        return self._archive(wc, extra_files, loser).path
+
+    def _archive(self, wc: Workcell, extra_files: dict[str, Path] | None, loser: bool) -> Archived:
         """Copy the workcell's artifacts into ``.cyntra/archives/<workcell_id>/``.
 
         Atomic: everything is assembled in a temp dir beside it and renamed into place, so a
@@ -401,7 +412,7 @@ class WorkcellManager:
                 else:
                     shutil.copy2(src, target)
                 copied.append(rel)
-            _write_archive_meta(tmp, wc, loser, copied)
+            meta = _write_archive_meta(tmp, wc, loser, copied)
             old: Path | None = None
             if dest.exists():
                 old = dest.with_name(f".{wc.id}.old-{os.getpid()}-{tmp.name}")
@@ -412,33 +423,34 @@ class WorkcellManager:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return dest
+        return Archived(dest, meta)
 
-    def archive_and_remove(self, wc: Workcell, loser: bool = False) -> Path:
-        """Archive the workcell and remove it.
+    def archive_and_remove(self, wc: Workcell, loser: bool = False) -> Archived:
+        """Archive the workcell and remove it; returns the archive and its ``archive_meta.json``.
 
         A plain-directory workcell is *moved* into the archive (one atomic rename, no copy): its
         whole tree — artifacts, logs and what the toolchain wrote — becomes the archive. Git
         workcells are copied (with ``patch.diff``) and the worktree and branch are removed.
         """
         if wc.backend != "directory" or not wc.path.is_dir():
-            dest = self.archive(wc, loser=loser)
+            archived = self._archive(wc, None, loser)
             self.cleanup(wc)
-            return dest
+            return archived
         self.archive_root.mkdir(parents=True, exist_ok=True)
         dest = self.archive_root / wc.id
         if dest.exists():  # re-archiving replaces, as archive() does
-            dest = self.archive(wc, loser=loser)
+            archived = self._archive(wc, None, loser)
             self.cleanup(wc)
-            return dest
+            return archived
         with os.scandir(wc.path) as entries:  # names and types from one directory read
             files = sorted(e.name + ("/" if e.is_dir() else "") for e in entries if e.name != MARKER_NAME)
-        (wc.path / "workcell.json").write_text(dumps_file(wc.to_marker()), encoding="utf-8")
-        _write_archive_meta(wc.path, wc, loser, [*files, "workcell.json"])
-        with contextlib.suppress(FileNotFoundError):
-            (wc.path / MARKER_NAME).unlink()  # no longer an active workcell
+        meta = _write_archive_meta(wc.path, wc, loser, [*files, "workcell.json"])
+        try:  # the marker becomes the archive's workcell.json: no longer an active workcell
+            os.replace(wc.path / MARKER_NAME, wc.path / "workcell.json")
+        except FileNotFoundError:
+            (wc.path / "workcell.json").write_text(dumps_file(wc.to_marker()), encoding="utf-8")
         os.rename(wc.path, dest)
-        return dest
+        return Archived(dest, meta)
 
     def cleanup(self, wc: Workcell) -> None:
         """Remove the workcell: worktree + branch for git, the directory otherwise."""
@@ -569,7 +581,7 @@ class WorkcellManager:
             yield
 
 
-def _write_archive_meta(where: Path, wc: Workcell, loser: bool, files: list[str]) -> None:
+def _write_archive_meta(where: Path, wc: Workcell, loser: bool, files: list[str]) -> dict[str, Any]:
     """``archive_meta.json``: which workcell, whether it lost a vote, when, and what is inside."""
     meta = {
         "workcell_id": wc.id,
@@ -582,6 +594,7 @@ def _write_archive_meta(where: Path, wc: Workcell, loser: bool, files: list[str]
         "files": sorted(files),
     }
     (where / ARCHIVE_META).write_text(dumps_file(meta), encoding="utf-8")
+    return meta
 
 
 def _write_marker(wc: Workcell) -> None:
@@ -607,26 +620,44 @@ def _numstat_records(out: str) -> Iterator[tuple[int, int]]:
 
 
 def _directory_changes(root: Path) -> tuple[list[FileChange], int]:
-    """Every non-reserved file is "added"; lines are counted by newlines (cheap, no subprocess)."""
+    """Every non-reserved file is "added"; lines are counted by newlines (cheap, no subprocess).
+    Walks as ``os.walk`` would (top-down, names sorted, symlinks neither counted nor followed)
+    with one ``scandir`` per directory."""
     changes: list[FileChange] = []
     lines = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = Path(dirpath).relative_to(root)
-        if rel_dir == Path("."):
-            dirnames[:] = [d for d in dirnames if d not in RESERVED_NAMES]
-            filenames = [f for f in filenames if f not in RESERVED_NAMES]
-        dirnames.sort()
-        for name in sorted(filenames):
-            full = Path(dirpath) / name
-            if full.is_symlink():
+
+    def walk(directory: str, prefix: str, top: bool) -> None:
+        nonlocal lines
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            return
+        subdirs: list[os.DirEntry[str]] = []
+        for entry in entries:
+            if top and entry.name in RESERVED_NAMES:
                 continue
-            rel = (rel_dir / name).as_posix()
-            changes.append({"path": rel, "kind": "added"})
             try:
-                data = full.read_bytes()
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if not entry.is_symlink():
+                    subdirs.append(entry)
+                continue
+            if entry.is_symlink():
+                continue
+            changes.append({"path": prefix + entry.name, "kind": "added"})
+            try:
+                with open(entry.path, "rb") as f:
+                    data = f.read()
             except OSError:
                 continue
             lines += data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+        for sub in subdirs:
+            walk(sub.path, prefix + sub.name + "/", False)
+
+    walk(os.fspath(root), "", True)
     return changes, lines
 
 
