@@ -158,3 +158,25 @@ def test_trap_delta_clamped_by_max_parallelism(tmp_path: Path) -> None:
     assert p.parallelism == 3
     spec = next(s for s in p.trace if s.step == "speculation")
     assert spec.data["controller_delta"] == 2
+
+
+def test_settled_report_is_parsed_once_and_a_rewrite_is_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from cyntra.control import controller as mod
+
+    path = write_report(tmp_path, {"action_rate": 0.01})
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # long settled
+    reads: list[Path] = []
+    real = mod._parse_report
+    monkeypatch.setattr(mod, "_parse_report", lambda p: reads.append(p) or real(p))
+    assert [ExplorationController(CTRL, tmp_path).decide(mk()).mode for _ in range(3)] == ["trap"] * 3
+    assert len(reads) == 1  # one parse, then a stat per cycle
+    path.write_text(json.dumps({"action_rate": 0.99}))  # same size, fresh mtime
+    assert ExplorationController(CTRL, tmp_path).decide(mk()).mode == "chaos"
+    assert ExplorationController(CTRL, tmp_path).decide(mk()).mode == "chaos"
+    assert len(reads) == 3  # a fresh file is re-read until it settles
+    path.unlink()
+    assert ExplorationController(CTRL, tmp_path).decide(mk()).mode == "disabled"

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -88,31 +90,26 @@ class ExplorationController:
         if not self.control.enabled:
             return "control.enabled is false"
         path = self.report_path
-        if path is None or not path.exists():
-            return f"no dynamics report at {REPORT_PATH.as_posix()}" if path else "no workspace"
+        if path is None:
+            return "no workspace"
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            self.warnings.append(f"{path}: unreadable dynamics report ({exc}); control disabled")
-            return f"unreadable dynamics report {REPORT_PATH.as_posix()}"
-        if not isinstance(data, dict):
-            self.warnings.append(f"{path}: dynamics report must be a JSON object; control disabled")
-            return f"unreadable dynamics report {REPORT_PATH.as_posix()}"
-        if "action_rate" in data:
-            self.default_rate = _rate(data["action_rate"])
-            if self.default_rate is None:
-                self.warnings.append(f"{path}: action_rate: not a number ({data['action_rate']!r})")
-        domains = data.get("domains", {})
-        if not isinstance(domains, dict):
-            self.warnings.append(f"{path}: domains: expected an object, ignored")
-            domains = {}
-        for name, value in domains.items():
-            rate = _rate(value)
-            if rate is None:
-                self.warnings.append(f"{path}: domains.{name}.action_rate: not a number, ignored")
-            else:
-                self.rates[str(name)] = rate
-        return ""
+            st = os.stat(path)
+        except OSError:
+            return f"no dynamics report at {REPORT_PATH.as_posix()}"
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        cached = _REPORTS.get(path)
+        if cached is not None and cached[0] == key:
+            parsed = cached[1]
+        else:
+            parsed = _parse_report(path)
+            # Like git's racily-clean index entries: a file changed within the last seconds may
+            # change again within the same timestamp tick at the same size, so it is not cached.
+            if time.time_ns() - st.st_mtime_ns > _SETTLED_NS:
+                _REPORTS[path] = (key, parsed)
+        status, rates, default_rate, warnings = parsed
+        self.rates, self.default_rate = dict(rates), default_rate
+        self.warnings.extend(warnings)
+        return status
 
     def decide_domain(self, domain: str) -> ControlDecision:
         cached = self._cache.get(domain)
@@ -149,6 +146,44 @@ class ExplorationController:
         """Mode of every known domain (and any other domain the report names)."""
         names = list(DOMAINS) + sorted(d for d in self.rates if d not in DOMAINS)
         return {d: self.decide_domain(d).mode for d in names}
+
+
+# Parsed dynamics reports by path, with the (mtime, size, inode) they were read at: the kernel
+# builds a controller every cycle, and the report rarely changes between two cycles.
+_SETTLED_NS = 2_000_000_000
+_REPORTS: dict[Path, tuple[tuple[int, int, int], tuple[str, dict[str, float], float | None, list[str]]]] = {}
+
+
+def _parse_report(path: Path) -> tuple[str, dict[str, float], float | None, list[str]]:
+    """(why control is off or '', rates by domain, default rate, warnings) of one report file."""
+    warnings: list[str] = []
+    rates: dict[str, float] = {}
+    default_rate: float | None = None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"no dynamics report at {REPORT_PATH.as_posix()}", rates, None, warnings
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        warnings.append(f"{path}: unreadable dynamics report ({exc}); control disabled")
+        return f"unreadable dynamics report {REPORT_PATH.as_posix()}", rates, None, warnings
+    if not isinstance(data, dict):
+        warnings.append(f"{path}: dynamics report must be a JSON object; control disabled")
+        return f"unreadable dynamics report {REPORT_PATH.as_posix()}", rates, None, warnings
+    if "action_rate" in data:
+        default_rate = _rate(data["action_rate"])
+        if default_rate is None:
+            warnings.append(f"{path}: action_rate: not a number ({data['action_rate']!r})")
+    domains = data.get("domains", {})
+    if not isinstance(domains, dict):
+        warnings.append(f"{path}: domains: expected an object, ignored")
+        domains = {}
+    for name, value in domains.items():
+        rate = _rate(value)
+        if rate is None:
+            warnings.append(f"{path}: domains.{name}.action_rate: not a number, ignored")
+        else:
+            rates[str(name)] = rate
+    return "", rates, default_rate, warnings
 
 
 # Scheduler rank of each mode: stuck domains (trap) first, churning ones (chaos) last.
