@@ -119,8 +119,14 @@ def _check_artifacts(ws: Path) -> None:
         assert schema_errors("rollout", rollout) == []
         if upstream is not None:
             jsonschema.validate(rollout, upstream)
+        types: dict[str, int] = {}
         for line in (arch / "telemetry.jsonl").read_text().splitlines():
             assert schema_errors("telemetry_event", json.loads(line)) == []
+            types[json.loads(line)["type"]] = types.get(json.loads(line)["type"], 0) + 1
+        # the trajectory summarises the run's own telemetry (read from its workcell)
+        assert rollout["trajectory"]["telemetry_missing_reason"] is None
+        assert rollout["trajectory"]["tool_summary"] == dict(sorted(types.items())) != {}
+        assert rollout["trajectory"]["telemetry_path"] == "telemetry.jsonl"
         assert manifest["planner"]["decision_id"] == rollout["planner"]["decision_id"]
 
 

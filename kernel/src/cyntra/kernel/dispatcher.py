@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from cyntra import clock
 from cyntra.adapters import AdapterResult, RunRequest, Sampling, TelemetryWriter, build_adapter
+from cyntra.adapters.telemetry import TELEMETRY_FILE
 from cyntra.control.controller import issue_domain
 from cyntra.kernel.artifacts import (
     ControlSpec,
@@ -263,7 +264,7 @@ class Dispatcher:
             workspace_backend=wc.backend,
         )
         write_manifest(wc.path / "manifest.json", manifest)
-        telemetry = TelemetryWriter(wc.path / "telemetry.jsonl", issue_id=issue.id, workcell_id=wc.id,
+        telemetry = TelemetryWriter(wc.path / TELEMETRY_FILE, issue_id=issue.id, workcell_id=wc.id,
                                     toolchain=toolchain)
         adapter = build_adapter(toolchain, tc_cfg)
         request = RunRequest(
@@ -339,8 +340,10 @@ class Dispatcher:
 
     def _write_rollout(self, run: CandidateRun) -> None:
         # planner: the manifest's, i.e. the decision record as archived with the run
-        rollout = build_rollout_model(run.manifest, run.proof, "telemetry.jsonl", "manifest.json",
-                                      proof_path="proof.json")
+        # Paths recorded relative to the archive; the telemetry is read from the workcell.
+        rollout = build_rollout_model(run.manifest, run.proof, TELEMETRY_FILE, "manifest.json",
+                                      proof_path="proof.json",
+                                      telemetry_file=run.workcell.path / TELEMETRY_FILE)
         write_rollout(run.workcell.path / "rollout.json", rollout)
 
 

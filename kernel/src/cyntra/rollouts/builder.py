@@ -126,9 +126,13 @@ def build_rollout_model(
     *,
     planner: dict[str, Any] | None = None,
     proof_path: str | Path | None = None,
+    telemetry_file: str | Path | None = None,
 ) -> Rollout:
-    """The rollout as a model. ``planner`` defaults to the manifest's decision record."""
-    telemetry = summarize_telemetry(telemetry_path)
+    """The rollout as a model. ``planner`` defaults to the manifest's decision record. The
+    paths are recorded as given (the kernel records them relative to the archive);
+    ``telemetry_file`` is where the telemetry is read from when ``telemetry_path`` is not
+    (e.g. is relative to a workcell rather than to the current directory)."""
+    telemetry = summarize_telemetry(telemetry_file if telemetry_file is not None else telemetry_path)
     if proof_path is None:
         proof_path = Path(manifest_path).with_name("proof.json")
     decision = planner if planner is not None else manifest.planner
