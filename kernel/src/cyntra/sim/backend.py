@@ -12,7 +12,6 @@ kernel. Nothing downstream reads this module: datasets come from archives only.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 from collections.abc import Iterator
@@ -109,10 +108,14 @@ def _write(path: str, data: bytes) -> None:
         f.write(data)
 
 
-@functools.lru_cache(maxsize=4096)
+_PATCH_LINES: list[str] = []  # "# change <i>\n", grown on demand
+
+
 def _patch_body(lines: int) -> bytes:
     """The simulated patch: one line per changed line, so the diff stats count them."""
-    return "".join(f"# change {i}\n" for i in range(lines)).encode("utf-8")
+    if len(_PATCH_LINES) < lines:
+        _PATCH_LINES.extend(f"# change {i}\n" for i in range(len(_PATCH_LINES), lines))
+    return "".join(_PATCH_LINES[:lines]).encode("utf-8")
 
 
 def sim_gate(name: str, arg: str, workcell: Path) -> tuple[bool, str]:
