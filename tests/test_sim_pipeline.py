@@ -233,3 +233,33 @@ def test_the_live_graph_changes_nothing_but_the_work_done(tmp_path: Path, monkey
     for sub in (".beads", ".cyntra/archives", ".cyntra/index"):
         assert _tree_hash(a / sub, a) == _tree_hash(b / sub, b), sub
     assert _ledger_without_latency(a) == _ledger_without_latency(b)
+
+
+def test_sim_adapter_reads_the_manifest_when_the_request_has_no_issue(tmp_path: Path) -> None:
+    """The request's issue snapshot and a manifest read back give the same run; the adapter
+    makes logs/ itself when the workcell has none."""
+    import asyncio
+
+    from cyntra.adapters import RunRequest
+    from cyntra.clock import VirtualClock, parse_ts, use_clock
+    from cyntra.sim.backend import OUTCOME_FILE, SimAdapter, sim_gate
+    from cyntra.sim.profile import load_profile
+    from cyntra.state.issue import Issue
+
+    issue = Issue.model_validate({"id": "7", "title": "Fix the parser", "tags": ["kernel"],
+                                  "dk_risk": "high", "dk_size": "M", "dk_attempts": 1})
+    adapter = SimAdapter("codex", load_profile("default"))
+    results = []
+    for with_issue in (True, False):
+        wc = tmp_path / f"wc-{with_issue}"
+        wc.mkdir()
+        (wc / "manifest.json").write_text(json.dumps({
+            "issue": issue.model_dump(mode="json", exclude_none=True), "plan": {"candidate_index": 1}}))
+        request = RunRequest(workcell_path=wc, logs_dir=wc / "logs", prompt="p", timeout_seconds=3600,
+                             issue=issue if with_issue else None, candidate_index=1 if with_issue else 0)
+        with use_clock(VirtualClock(parse_ts("2025-03-01T00:00:00Z"))):
+            result = asyncio.run(adapter.run(request))
+        outcome = json.loads((wc / "logs" / OUTCOME_FILE).read_text())
+        gate = sim_gate("test", "", wc)
+        results.append((result.model_dump(), outcome, gate))
+    assert results[0] == results[1]

@@ -80,8 +80,12 @@ class SimAdapter:
         if request.telemetry is not None:
             request.telemetry.emit("started", {"budget_minutes": out.budget_minutes})
         logs = os.fspath(request.logs_dir)
-        os.makedirs(logs, exist_ok=True)
-        _write(os.path.join(logs, OUTCOME_FILE), dumps_compact(out.to_dict()).encode("utf-8"))
+        outcome = dumps_compact(out.to_dict()).encode("utf-8")
+        try:  # the workcell made logs/ (no mkdir per run: an EEXIST costs more than the write)
+            _write(os.path.join(logs, OUTCOME_FILE), outcome)
+        except FileNotFoundError:
+            os.makedirs(logs, exist_ok=True)
+            _write(os.path.join(logs, OUTCOME_FILE), outcome)
         if out.diff_lines > 0 and not out.timed_out:
             _write(os.path.join(os.fspath(request.workcell_path), "patch.sim"), _patch_body(out.diff_lines))
         c = clock.get_clock()
