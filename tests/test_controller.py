@@ -164,19 +164,34 @@ def test_settled_report_is_parsed_once_and_a_rewrite_is_seen(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import os
+    import types
 
     from cyntra.control import controller as mod
 
+    now = 100 * 10**9  # the controller's clock, in ns: the test sets every mtime against it
+    monkeypatch.setattr(mod, "time", types.SimpleNamespace(time_ns=lambda: now))
     path = write_report(tmp_path, {"action_rate": 0.01})
-    os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # long settled
+    os.utime(path, ns=(now - 10 * 10**9, now - 10 * 10**9))  # settled: 10 s old
     reads: list[Path] = []
     real = mod._parse_report
     monkeypatch.setattr(mod, "_parse_report", lambda p: reads.append(p) or real(p))
     assert [ExplorationController(CTRL, tmp_path).decide(mk()).mode for _ in range(3)] == ["trap"] * 3
     assert len(reads) == 1  # one parse, then a stat per cycle
-    path.write_text(json.dumps({"action_rate": 0.99}))  # same size, fresh mtime
+    path.write_text(json.dumps({"action_rate": 0.99}))  # same size
+    os.utime(path, ns=(now - 10**9, now - 10**9))  # 1 s old: may still change within its tick
     assert ExplorationController(CTRL, tmp_path).decide(mk()).mode == "chaos"
     assert ExplorationController(CTRL, tmp_path).decide(mk()).mode == "chaos"
     assert len(reads) == 3  # a fresh file is re-read until it settles
+    now += 5 * 10**9
+    assert [ExplorationController(CTRL, tmp_path).decide(mk()).mode for _ in range(2)] == ["chaos"] * 2
+    assert len(reads) == 4  # settled now: cached again
     path.unlink()
     assert ExplorationController(CTRL, tmp_path).decide(mk()).mode == "disabled"
+
+
+def test_report_that_cannot_be_read_is_unreadable_not_missing(tmp_path: Path) -> None:
+    path = write_report(tmp_path, {"action_rate": 0.01})
+    path.unlink()
+    path.mkdir()  # there, but not a file
+    c = ExplorationController(CTRL, tmp_path)
+    assert c.decide(mk()).mode == "disabled" and "unreadable" in c.status and len(c.warnings) == 1

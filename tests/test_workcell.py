@@ -412,3 +412,55 @@ def test_directory_diff_stats_walk_like_os_walk(tmp_path: Path) -> None:
     got = WorkcellManager(ws, backend="directory").diff_stats(wc)
     assert got == _walk_changes(root)
     assert [c["path"] for c in got[0]] == ["a0", "b.txt", "a/proof.json", "a/z.py", "a/deeper/m", "a/deeper/x/y"]
+
+
+def test_directory_diff_stats_walk_any_depth_without_recursion(tmp_path: Path) -> None:
+    import sys
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    mgr = WorkcellManager(ws, backend="directory")
+    wc = mgr.create("1")
+    deep = wc.path.joinpath(*(["d"] * 300))
+    deep.mkdir(parents=True)
+    (deep / "leaf.txt").write_text("x\n")
+    (wc.path / "top.txt").write_text("y\n")
+
+    def frames() -> int:
+        f, n = sys._getframe(), 0
+        while f is not None:
+            f, n = f.f_back, n + 1  # type: ignore[assignment]
+        return n
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(frames() + 100)  # a walk that recursed per level would fail
+    try:
+        changes, lines = mgr.diff_stats(wc)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert [c["path"] for c in changes] == ["top.txt", "d/" * 300 + "leaf.txt"] and lines == 2
+
+
+def test_archive_and_remove_returns_the_meta_and_keeps_the_marker_as_workcell_json(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    mgr = WorkcellManager(ws, backend="directory")
+    wc = mgr.create("1")
+    marker = json.loads((wc.path / MARKER_NAME).read_text())
+    archived = mgr.archive_and_remove(wc, loser=True)
+    assert json.loads((archived.path / "archive_meta.json").read_text()) == archived.meta
+    assert archived.meta["loser"] is True and "workcell.json" in archived.meta["files"]
+    assert json.loads((archived.path / "workcell.json").read_text()) == marker
+    assert not (archived.path / MARKER_NAME).exists() and not wc.path.exists()
+
+    lost = mgr.create("2")
+    (lost.path / MARKER_NAME).unlink()  # a marker gone missing: workcell.json is written afresh
+    archived = mgr.archive_and_remove(lost)
+    assert json.loads((archived.path / "workcell.json").read_text())["workcell_id"] == lost.id
+
+    again = mgr.create("1")  # same id as an existing archive: it is replaced, through a copy
+    again_id = again.id
+    (mgr.archive_root / again_id).mkdir(parents=True, exist_ok=True)
+    archived = mgr.archive_and_remove(again)
+    assert archived.path == mgr.archive_root / again_id and archived.meta["workcell_id"] == again_id
+    assert json.loads((archived.path / "archive_meta.json").read_text()) == archived.meta

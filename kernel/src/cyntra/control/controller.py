@@ -94,17 +94,19 @@ class ExplorationController:
             return "no workspace"
         try:
             st = os.stat(path)
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             return f"no dynamics report at {REPORT_PATH.as_posix()}"
-        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:  # there but not readable: the parse says why, with a warning
+            st = None
+        key = (st.st_mtime_ns, st.st_size, st.st_ino) if st is not None else None
         cached = _REPORTS.get(path)
-        if cached is not None and cached[0] == key:
+        if key is not None and cached is not None and cached[0] == key:
             parsed = cached[1]
         else:
             parsed = _parse_report(path)
             # Like git's racily-clean index entries: a file changed within the last seconds may
             # change again within the same timestamp tick at the same size, so it is not cached.
-            if time.time_ns() - st.st_mtime_ns > _SETTLED_NS:
+            if key is not None and st is not None and time.time_ns() - st.st_mtime_ns > _SETTLED_NS:
                 _REPORTS[path] = (key, parsed)
         status, rates, default_rate, warnings = parsed
         self.rates, self.default_rate = dict(rates), default_rate

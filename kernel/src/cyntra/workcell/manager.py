@@ -622,20 +622,20 @@ def _numstat_records(out: str) -> Iterator[tuple[int, int]]:
 def _directory_changes(root: Path) -> tuple[list[FileChange], int]:
     """Every non-reserved file is "added"; lines are counted by newlines (cheap, no subprocess).
     Walks as ``os.walk`` would (top-down, names sorted, symlinks neither counted nor followed)
-    with one ``scandir`` per directory."""
+    with one ``scandir`` per directory, and a stack rather than recursion (any depth)."""
     changes: list[FileChange] = []
     lines = 0
-
-    def walk(directory: str, prefix: str, top: bool) -> None:
-        nonlocal lines
+    stack: list[tuple[str, str]] = [(os.fspath(root), "")]  # (directory, its relative prefix)
+    while stack:
+        directory, prefix = stack.pop()
         try:
             with os.scandir(directory) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError:
-            return
-        subdirs: list[os.DirEntry[str]] = []
+            continue
+        subdirs: list[tuple[str, str]] = []
         for entry in entries:
-            if top and entry.name in RESERVED_NAMES:
+            if not prefix and entry.name in RESERVED_NAMES:
                 continue
             try:
                 is_dir = entry.is_dir()
@@ -643,7 +643,7 @@ def _directory_changes(root: Path) -> tuple[list[FileChange], int]:
                 is_dir = False
             if is_dir:
                 if not entry.is_symlink():
-                    subdirs.append(entry)
+                    subdirs.append((entry.path, prefix + entry.name + "/"))
                 continue
             if entry.is_symlink():
                 continue
@@ -654,10 +654,7 @@ def _directory_changes(root: Path) -> tuple[list[FileChange], int]:
             except OSError:
                 continue
             lines += data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
-        for sub in subdirs:
-            walk(sub.path, prefix + sub.name + "/", False)
-
-    walk(os.fspath(root), "", True)
+        stack.extend(reversed(subdirs))  # the first subdirectory is walked next, as os.walk does
     return changes, lines
 
 
