@@ -32,6 +32,24 @@ def test_init_then_status_and_dry_run(tmp_path: Path) -> None:
     assert [s["issue_id"] for s in json.loads(dry.output)["scheduled"]] == ["1"]
 
 
+def test_an_issue_created_in_the_future_is_neither_ready_nor_scheduled(tmp_path: Path) -> None:
+    """Status and the dry run agree with the runner, which admits an issue only once its
+    ``created`` time has come: until then it is listed as not arrived and holds back its
+    dependents."""
+    runner = CliRunner()
+    assert runner.invoke(main, ["init", "-w", str(tmp_path)]).exit_code == 0
+    (tmp_path / ".beads" / "issues.jsonl").write_text(
+        json.dumps({"id": "1", "title": "Now", "status": "open"}) + "\n"
+        + json.dumps({"id": "2", "title": "Later", "status": "open", "created": "2999-01-01T00:00:00Z"}) + "\n"
+        + json.dumps({"id": "3", "title": "Also now", "status": "open"}) + "\n")
+    (tmp_path / ".beads" / "deps.jsonl").write_text(json.dumps({"from": "2", "to": "1"}) + "\n")
+    data = json.loads(runner.invoke(main, ["status", "-w", str(tmp_path), "--json"]).output)
+    assert data["ready"] == ["3"] and data["blocked_by"] == {"1": ["2"]} and data["not_arrived"] == ["2"]
+    dry = runner.invoke(main, ["run", "--dry-run", "-w", str(tmp_path), "--json"])
+    assert dry.exit_code == 0, dry.output
+    assert [s["issue_id"] for s in json.loads(dry.output)["scheduled"]] == ["3"]
+
+
 def test_init_keeps_an_edited_policy(tmp_path: Path) -> None:
     policy = tmp_path / "policies" / "default.yaml"
     policy.parent.mkdir()

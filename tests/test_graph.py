@@ -315,3 +315,15 @@ def test_graph_agrees_with_a_brute_force_reference(
     assert blocked == want["blocked"] and list(blocked) == list(want["blocked"])
     for issue in issues:
         assert (g.not_ready_reason(issue.id) is None) == (issue.id in want["ready"])
+
+
+def test_a_pending_issue_blocks_but_is_never_ready() -> None:
+    """``pending``: in the graph only as a blocker that has not arrived (the runner's view)."""
+    a = Issue.model_validate({"id": "a", "title": "a", "status": "open", "created": "2025-03-01T00:00:00Z"})
+    b = Issue.model_validate({"id": "b", "title": "b", "status": "open"})
+    g = IssueGraph({"a": a, "b": b}, [("a", "b", "blocks")], pending=["a"])
+    assert g.ready_ids() == []
+    assert g.not_ready_reason("a") == "not arrived yet (created 2025-03-01T00:00:00.000000Z)"
+    assert g.not_ready_reason("b") == "blocked by a"
+    assert not g.is_ready("a")
+    assert IssueGraph({"a": a, "b": b}, [("a", "b", "blocks")]).ready_ids() == ["a"]

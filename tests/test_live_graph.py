@@ -1,6 +1,7 @@
 """LiveGraph (the runner's graph, kept across cycles) answers exactly as an IssueGraph built
-afresh over the cycle's view (active issues plus every issue their deps name), through random
-arrivals, status changes, attempts, hold tags, missing blockers, cycles and non-blocks deps."""
+afresh over the cycle's view (active issues plus every issue their deps name, those not active
+as pending), through random arrivals, status changes, attempts, hold tags, missing blockers,
+cycles and non-blocks deps; and an issue that has not arrived is never ready."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def _reference(issues: dict[str, Issue], deps: list[tuple[str, str, str]], activ
             edges.append(d)
             if d[0] in issues and d[0] not in view:
                 view[d[0]] = issues[d[0]]
-    return IssueGraph(view, edges)
+    return IssueGraph(view, edges, pending=[iid for iid in view if iid not in active])
 
 
 def _same(live: LiveGraph, issues: dict[str, Issue], deps: list[tuple[str, str, str]],
@@ -119,3 +120,24 @@ def test_an_unchained_issue_wins_the_critical_path_only_over_short_chains() -> N
     issues["2"].dk_size = "XL"  # the chain is now 17 hours: longer than any single issue
     live.changed("2")
     assert live.view().critical_path() == ["1", "2"] == _reference(issues, deps, active).critical_path()
+
+
+def test_a_blocker_that_has_not_arrived_holds_its_dependent_and_is_not_ready() -> None:
+    rng = random.Random(0)
+    issues = {iid: _issue(rng, iid) for iid in ("1", "2")}
+    for issue in issues.values():
+        issue.status, issue.dk_attempts, issue.tags = "open", 0, []
+    deps = [("2", "1", "blocks")]  # 2 (not arrived yet) blocks 1 (active)
+    active = {"1": issues["1"]}
+    live = LiveGraph(issues, deps, active)
+    view = live.view()
+    assert [i.id for i in view.ready_issues()] == []
+    assert view.blocked() == {"1": ["2"]}
+    assert view.not_ready_reason("2") == "not arrived yet"
+    active["2"] = issues["2"]  # it arrives
+    live.changed("2")
+    assert [i.id for i in live.view().ready_issues()] == ["2"]
+    issues["2"].status = "done"
+    del active["2"]
+    live.changed("2")
+    assert [i.id for i in live.view().ready_issues()] == ["1"]

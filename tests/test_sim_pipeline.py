@@ -224,7 +224,7 @@ def test_the_live_graph_changes_nothing_but_the_work_done(tmp_path: Path, monkey
                 edges.append(dep)
                 if dep[0] in self._issues and dep[0] not in view:
                     view[dep[0]] = self._issues[dep[0]]
-        return IssueGraph(view, edges)
+        return IssueGraph(view, edges, pending=[iid for iid in view if iid not in self._active])
 
     monkeypatch.setattr(LiveGraph, "view", fresh_view)
     run_b = _sim_run(tmp_path / "fresh", issues=80, seed=3)
@@ -263,3 +263,25 @@ def test_sim_adapter_reads_the_manifest_when_the_request_has_no_issue(tmp_path: 
         gate = sim_gate("test", "", wc)
         results.append((result.model_dump(), outcome, gate))
     assert results[0] == results[1]
+
+
+def test_a_blocker_that_has_not_arrived_is_not_dispatched_before_it_arrives(tmp_path: Path) -> None:
+    """An early issue blocked by one created months later: the blocker enters the cycle's view as
+    the early issue's blocker, holds it back, and starts only once it has arrived."""
+    ws = tmp_path / "ws"
+    _invoke("sim", "init", "-w", str(ws), "--issues", "12", "--seed", "2")
+    rows = [json.loads(line) for line in (ws / ".beads" / "issues.jsonl").read_text().splitlines()]
+    created = {r["id"]: r["created"] for r in rows}
+    late, early = max(created, key=created.__getitem__), min(created, key=created.__getitem__)
+    with open(ws / ".beads" / "deps.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"from": late, "to": early, "type": "blocks"}) + "\n")
+    _invoke("run", "-w", str(ws), "--until-idle")
+    ledger = [json.loads(line) for path in sorted((ws / ".cyntra" / "decisions").glob("*.jsonl"))
+              for line in path.read_text().splitlines()]
+    decided = [r for r in ledger if r["kind"] == "decision"]
+    late_at = [r["timestamp"] for r in decided if r["issue_id"] == late]
+    assert late_at and min(late_at) >= created[late]  # ISO-8601 UTC strings compare as times
+    passed = [r["completed_at"] for r in ledger
+              if r["kind"] == "outcome" and r["issue_id"] == late and r["gates_passed"]]
+    early_at = [r["timestamp"] for r in decided if r["issue_id"] == early]
+    assert not early_at or (passed and min(early_at) >= passed[0])

@@ -83,11 +83,13 @@ def _open_session(workspace: Path, **kw: Any) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(workspace: Path, as_json: bool) -> None:
     """Counts by status, ready issues, what blocks the others, and parse errors."""
-    from cyntra.state.graph import IssueGraph
+    from cyntra import clock
+    from cyntra.state.graph import IssueGraph, not_arrived
 
     session = _open_session(workspace)
     issue_set = session.store.load()
-    graph = IssueGraph(issue_set.issues, [(d.from_, d.to, d.type) for d in issue_set.deps])
+    later = not_arrived(issue_set.issues.values(), clock.now())  # created in the future
+    graph = IssueGraph(issue_set.issues, [(d.from_, d.to, d.type) for d in issue_set.deps], pending=later)
     counts = Counter(i.status for i in issue_set.issues.values())
     ready = graph.ready_ids()
     blocked = graph.blocked()
@@ -97,6 +99,7 @@ def status(workspace: Path, as_json: bool) -> None:
         "total": len(issue_set.issues),
         "ready": ready,
         "blocked_by": blocked,
+        "not_arrived": later,
         "critical_path": graph.critical_path(),
         "parse_errors": [str(p) for p in issue_set.problems],
         "warnings": session.warnings + list(graph.warnings),
@@ -119,6 +122,8 @@ def status(workspace: Path, as_json: bool) -> None:
         console.print("blocked by:")
         for iid, by in list(blocked.items())[:30]:
             console.print(f"  {iid} ← {', '.join(by)}")
+    if later:
+        console.print(f"not arrived yet ({len(later)}): {', '.join(later[:30])}{' …' if len(later) > 30 else ''}")
     if data["critical_path"]:
         console.print(f"critical path: {' → '.join(data['critical_path'])}")
     for p in data["parse_errors"]:

@@ -41,7 +41,7 @@ from cyntra.kernel.heuristic import HeuristicContext, UniverseLimits, heuristic_
 from cyntra.kernel.plan import DispatchPlan
 from cyntra.kernel.routing import check_rules
 from cyntra.planner.action_space import ActionSpace
-from cyntra.state.graph import DepLike, GraphView, IssueGraph
+from cyntra.state.graph import DepLike, GraphView, IssueGraph, not_arrived
 from cyntra.state.issue import PRIORITIES, RISK_ORDER, Issue
 
 PlanFn = Callable[[list[Issue]], dict[str, DispatchPlan]]
@@ -329,7 +329,10 @@ def schedule_cycle(
     only if ``plan_fn`` raises and the heuristic's own plans stand in can the two differ).
     """
     limits = universe or UniverseLimits()
-    g: GraphView = graph if graph is not None else IssueGraph(issues, deps)
+    if graph is None:
+        known = issues.values() if isinstance(issues, Mapping) else issues
+        graph = IssueGraph(issues, deps, pending=not_arrived(known, now or clock.now()))
+    g: GraphView = graph
     if heuristic_ctx is not None and heuristic_ctx.controller is not None:  # the caller's, same graph
         ctx, controller = heuristic_ctx, heuristic_ctx.controller
     else:

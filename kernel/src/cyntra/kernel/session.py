@@ -22,7 +22,7 @@ from cyntra.kernel.routing import EffectiveRule, effective_rules, expand, route,
 from cyntra.kernel.scheduler import ScheduleResult, schedule_cycle
 from cyntra.planner.action_space import ActionSpace
 from cyntra.planner.planner_input import planner_input_hash
-from cyntra.state.graph import GraphView, IssueGraph
+from cyntra.state.graph import GraphView, IssueGraph, not_arrived
 from cyntra.state.issue import Issue
 from cyntra.state.store import BeadsStore, IssueSet
 from cyntra.strategy.base import StrategyContext, StrategyEnv
@@ -262,7 +262,7 @@ class KernelSession:
         dep_list = deps or []
         if graph is None:
             assert issues is not None
-            graph = IssueGraph(issues, dep_list)
+            graph = IssueGraph(issues, dep_list, pending=not_arrived(issues.values(), at))
         controller = ExplorationController(self.config.control, self.workspace.root)
         if self._rules is None:
             self._rules = effective_rules(self.config, self.limits.routing_overrides)

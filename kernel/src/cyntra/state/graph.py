@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from cyntra.clock import isoformat_z
 from cyntra.gcpause import gc_paused
 from cyntra.state.issue import SIZE_HOURS, Issue
 from cyntra.state.store import Dep
@@ -49,6 +51,20 @@ def ready_alone(issue: Issue) -> bool:
     (:class:`IssueGraph` inlines the same checks in its one pass over the issues.)"""
     return (issue.status in READY_STATUSES and (not issue.tags or HOLD_TAGS.isdisjoint(issue.tags))
             and issue.dk_attempts < issue.dk_max_attempts)
+
+
+def not_arrived(issues: Iterable[Issue], now: datetime) -> list[str]:
+    """Ids of the issues created after ``now``: known, but not ready before they arrive (the
+    ``pending`` of an :class:`IssueGraph` of the whole store, as the runner admits them)."""
+    out: list[str] = []
+    for issue in issues:
+        created = issue.created
+        if created is not None:
+            if created.tzinfo is None:
+                created = created.replace(tzinfo=UTC)
+            if created > now:
+                out.append(issue.id)
+    return out
 
 
 def id_key(issue_id: str) -> tuple[int, int, str]:
@@ -156,7 +172,13 @@ class IssueGraph:
         self,
         issues: Iterable[Issue] | Mapping[str, Issue],
         deps: Iterable[DepLike] = (),
+        *,
+        pending: Collection[str] = (),
     ) -> None:
+        """``pending``: ids in the graph only as blockers that have not arrived yet (the
+        runner's view of its active issues). They hold back what depends on them, as any
+        unfinished issue does, but are never ready themselves."""
+        self.pending = frozenset(pending)
         if isinstance(issues, Mapping):
             self.issues: dict[str, Issue] = dict(issues)
         else:
@@ -202,6 +224,7 @@ class IssueGraph:
         done_at: list[int] = []
         wanting: list[int] = []  # open/ready and not held: ready unless blocked
         self._running: list[Issue] = []
+        pend = self.pending
         for k, issue in enumerate(values):
             st = issue.status
             if st in READY_STATUSES:
@@ -209,6 +232,8 @@ class IssueGraph:
                 if tags and not HOLD_TAGS.isdisjoint(tags):
                     continue
                 if issue.dk_attempts >= issue.dk_max_attempts:
+                    continue
+                if pend and issue.id in pend:
                     continue
                 wanting.append(k)
             elif st in DONE_STATUSES:
@@ -381,6 +406,8 @@ class IssueGraph:
         issue = self.issues[issue_id]
         if issue.status not in READY_STATUSES:
             return f"status is {issue.status}"
+        if issue_id in self.pending:
+            return "not arrived yet" + (f" (created {isoformat_z(issue.created)})" if issue.created else "")
         held = [t for t in issue.tags if t in HOLD_TAGS]
         if held:
             return f"tagged {held[0]}"

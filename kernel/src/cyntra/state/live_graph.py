@@ -1,7 +1,9 @@
 """The runner's issue graph, kept up to date across cycles instead of rebuilt for each one.
 
 Each cycle the runner needs what :class:`~cyntra.state.graph.IssueGraph` says about its *view*:
-the active issues (arrived, not finished) plus every issue a dependency of theirs names. Built
+the active issues (arrived, not finished) plus every issue a dependency of theirs names (one
+that is not active has not arrived or has finished: it holds its dependents back as any
+unfinished issue does, but is never ready, so nothing is dispatched before it arrives). Built
 afresh, that costs O(view) per cycle, and the view keeps growing in a long run with issues that
 wait forever behind an escalated blocker -- most of the 10,000-issue simulation's cycle time.
 
@@ -125,13 +127,15 @@ class LiveGraph:
         if members:
             nodes: dict[str, Issue] = {iid: self._active[iid] for iid in members}
             deps: list[Dep] = []
+            pending: list[str] = []  # blockers that are not active: not arrived (or finished)
             for iid in members:
                 for dep in self._into.get(iid, ()):
                     deps.append(dep)
                     blocker = self._issues.get(dep[0])
                     if blocker is not None and dep[0] not in nodes:
                         nodes[dep[0]] = blocker
-            graph = self._graphs[c] = IssueGraph(nodes, deps)
+                        pending.append(dep[0])
+            graph = self._graphs[c] = IssueGraph(nodes, deps, pending=pending)
             if graph.warnings or graph.cycles:
                 self._noted[c] = graph
             for i in graph.ready_issues():

@@ -73,17 +73,18 @@ def show_issue(session: Any, issue_id: str, *, speculate: bool = False) -> dict[
     """The report ``cyntra strategy show`` prints (also used by tests)."""
     from cyntra.control.controller import ExplorationController
     from cyntra.kernel.heuristic import HeuristicContext
-    from cyntra.state.graph import IssueGraph
+    from cyntra.state.graph import IssueGraph, not_arrived
 
     issue_set = session.store.load()
     if issue_id not in issue_set.issues:
         raise CyntraError(f"no usable issue with id {issue_id!r} in {session.workspace.issues_path}")
     issue = issue_set.issues[issue_id]
-    graph = IssueGraph(issue_set.issues, [(d.from_, d.to, d.type) for d in issue_set.deps])
+    now = clock.now()
+    graph = IssueGraph(issue_set.issues, [(d.from_, d.to, d.type) for d in issue_set.deps],
+                       pending=not_arrived(issue_set.issues.values(), now))
     controller = ExplorationController(session.config.control, session.workspace.root)
     hctx = HeuristicContext.create(session.config, universe=session.limits, graph=graph, controller=controller,
                                    action_space=session.space, speculate=speculate)
-    now = clock.now()
     ctx: StrategyContext = session.strategy_contexts([issue], hctx, now)[0]
     config = session.config.model_copy(
         update={"exploration": session.config.exploration.model_copy(update={"epsilon": 0.0})})
