@@ -68,3 +68,18 @@ def test_frozen_heap_is_left_frozen_by_pauses() -> None:
             _ = [[i] for i in range(100)]
         assert gc.get_freeze_count() == frozen
     assert gc.get_freeze_count() == 0
+
+
+def test_objects_frozen_by_other_code_stay_frozen() -> None:
+    """An embedder froze its heap (as a pre-fork server does): a pause must not unfreeze it."""
+    gc.collect()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with gcpause.paused_gc():
+            _ = [[i] for i in range(100)]
+        assert gc.get_freeze_count() == frozen
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()

@@ -21,8 +21,9 @@ known-acyclic bulk builds, which is why waiting longer is safe.)
 :func:`frozen_heap` -- a simulated history, which allocates millions of short-lived objects
 around a large, long-lived heap (issues, index): that heap is frozen out of collections while
 it runs. Inside it :func:`paused_gc` does not age anything (that would unfreeze the heap).
-Code that freezes objects itself should do it through :func:`frozen_heap` for the same reason
-(``gc.get_freeze_count()`` would tell, but it walks the whole frozen set on every call).
+Objects frozen by other code (``gc.freeze()`` before a fork, say) stay frozen: a pause that
+finds a frozen set files nothing as old (``gc.get_freeze_count()`` tells; it walks the frozen
+set, so code of ours that freezes goes through :func:`frozen_heap`, which the pause knows of).
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ def _live_objects() -> int:
 
 def _file_as_old() -> None:
     global _promoted, _full_after
+    if gc.get_freeze_count():
+        # Someone else froze objects (a pre-fork server, say): unfreezing would hand them back
+        # to the collector, so the build stays young and is collected as usual. The count
+        # walks the frozen set, but only when there is one; with none it costs nothing.
+        return
     _promoted += max(gc.get_count()[0], 0)  # tracked objects allocated since the last collection
     gc.freeze()
     gc.unfreeze()
