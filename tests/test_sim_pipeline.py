@@ -97,15 +97,20 @@ def test_nothing_downstream_reads_simulator_internals() -> None:
         assert not bad, f"{path.relative_to(REPO)} imports {bad}"
 
 
-def _run_exploring(ws: Path, *, trap: bool = False) -> None:
+def _run_exploring(ws: Path, *, trap: bool = False, shadow: bool = False) -> None:
     """60 simulated issues with exploration at 0.3 (and, with ``trap``, a dynamics report that
-    puts the code domain in ``trap``), run until idle."""
+    puts the code domain in ``trap``; with ``shadow``, strategy shadow with the ``majority``
+    candidate and half the exploring draws on its plans), run until idle."""
     import yaml
 
     _invoke("sim", "init", "-w", str(ws), "--issues", "60", "--seed", "8")
     cfg_path = ws / ".cyntra" / "config.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["exploration"] = {"epsilon": 0.3}
+    if shadow:
+        cfg["strategy"] = "shadow"
+        cfg.setdefault("planner", {})["candidate"] = "majority"
+        cfg["exploration"]["candidate_share"] = 0.5
     cfg_path.write_text(yaml.safe_dump(cfg))
     if trap:
         report = ws / ".cyntra" / "dynamics" / "dynamics_report.json"
@@ -114,13 +119,17 @@ def _run_exploring(ws: Path, *, trap: bool = False) -> None:
     _invoke("run", "-w", str(ws), "--until-idle", "--json")
 
 
-def test_the_fit_preview_changes_nothing_but_the_work_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("mode", ["heuristic", "shadow"])
+def test_the_fit_preview_changes_nothing_but_the_work_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           mode: str) -> None:
     """The scheduler skips issues whose previewed plan cannot fit without deciding them; the
     history (issues, archives, index, ledger) equals a run that decides every issue it looks at.
-    Exploration is on so the preview's exploration draw is exercised too."""
+    Exploration is on so the preview's exploration draw is exercised too; in shadow mode half of
+    the exploring draws go to the candidate's plan, which no preview can know."""
     from cyntra.strategy.engine import DecisionEngine
 
-    run = _run_exploring
+    def run(ws: Path) -> None:
+        _run_exploring(ws, shadow=mode == "shadow")
     calls = {"preview": 0, "decided": 0}
     original_preview, original_decide = DecisionEngine.preview_action, DecisionEngine.decide
 
@@ -145,8 +154,10 @@ def test_the_fit_preview_changes_nothing_but_the_work_done(tmp_path: Path, monke
     for sub in (".beads", ".cyntra/archives", ".cyntra/index"):
         assert _tree_hash(a / sub, a) == _tree_hash(b / sub, b), sub
     assert _ledger_without_latency(a) == _ledger_without_latency(b)
-    assert any(row["source"] == "exploration" for row in
-               (r["applied"] for r in _ledger_without_latency(a) if isinstance(r, dict) and "applied" in r))
+    decided = [r for r in _ledger_without_latency(a) if isinstance(r, dict) and "applied" in r]
+    assert any(r["applied"]["source"] == "exploration" for r in decided)
+    if mode == "shadow":
+        assert all(r["mode"] == "shadow" and r["candidate"] for r in decided)
 
 
 def test_sim_oracle_prices_an_issue_whose_plan_cannot_fit_the_lanes(tmp_path: Path) -> None:

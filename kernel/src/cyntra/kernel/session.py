@@ -273,6 +273,7 @@ class KernelSession:
         # In heuristic mode the applied plan never depends on the planner input, so it is built
         # only for the decisions this cycle keeps, not for every issue the packer looks at.
         lazy_input = self.engine.mode == "heuristic"
+        previewable = self.engine.mode in ("heuristic", "shadow")  # see DecisionEngine.preview_action
 
         previewed: dict[str, DispatchPlan] = {}  # heuristic plans the preview already made
 
@@ -313,8 +314,10 @@ class KernelSession:
             universe=self.limits, speculate=speculate, max_concurrent=max_concurrent,
             only_issue=only_issue, plan_fn=plan_fn, now=at, graph=graph, action_space=self.space,
             # The runner's cycle only: a report (dry-run, `sim oracle`) shows a decision for every
-            # issue it considers. Heuristic mode only: shadow batches its candidate's calls.
-            report=report, preview_fn=preview_fn if not report and lazy_input else None,
+            # issue it considers. Modes whose applied plan the heuristic fixes (heuristic, shadow)
+            # only: in shadow an issue whose plan fits is then decided alone, not in a batch of
+            # candidate calls, but a waiting issue is no longer decided again every cycle.
+            report=report, preview_fn=preview_fn if not report and previewable else None,
             heuristic_ctx=hctx,
         )
         if lazy_input:
