@@ -329,9 +329,10 @@ def schedule_cycle(
     only if ``plan_fn`` raises and the heuristic's own plans stand in can the two differ).
     """
     limits = universe or UniverseLimits()
+    when = now or clock.now()
     if graph is None:
         known = issues.values() if isinstance(issues, Mapping) else issues
-        graph = IssueGraph(issues, deps, pending=not_arrived(known, now or clock.now()))
+        graph = IssueGraph(issues, deps, pending=not_arrived(known, when))
     g: GraphView = graph
     if heuristic_ctx is not None and heuristic_ctx.controller is not None:  # the caller's, same graph
         ctx, controller = heuristic_ctx, heuristic_ctx.controller
@@ -375,7 +376,6 @@ def schedule_cycle(
             if why is not None:
                 skipped_early.append((only_issue, f"not ready: {why}"))
 
-    when = now or clock.now()
     threshold = sched.starvation_threshold_hours
     queue = iter(order_ready(ready, g, controller, when, threshold)) if report else \
         iter_ready(ready, g, controller, when, threshold)

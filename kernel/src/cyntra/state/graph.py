@@ -175,9 +175,9 @@ class IssueGraph:
         *,
         pending: Collection[str] = (),
     ) -> None:
-        """``pending``: ids in the graph only as blockers that have not arrived yet (the
-        runner's view of its active issues). They hold back what depends on them, as any
-        unfinished issue does, but are never ready themselves."""
+        """``pending``: ids of issues that have not arrived yet (created after the clock; in
+        the runner's view, the blockers it pulls in that are not active). They hold back what
+        depends on them, as any unfinished issue does, but are never ready themselves."""
         self.pending = frozenset(pending)
         if isinstance(issues, Mapping):
             self.issues: dict[str, Issue] = dict(issues)
