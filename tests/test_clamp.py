@@ -149,3 +149,30 @@ def test_clamp_properties(rules: list[PolicyRule], issue: Issue, action: PlanAct
 
 def test_parse_policy_accepts_empty_document() -> None:
     assert parse_policy("").policy.rules == []
+
+
+@pytest.mark.parametrize(
+    ("tokens", "workcells", "max_tokens", "parallelism"),
+    [
+        (120_000, 3, 300_000, 2),  # 3 candidates x 120k would need 360k of 300k: never starts
+        (100_000, 3, 300_000, 3),  # exactly fits
+        (50_000, 2, 300_000, 2),   # the kernel has two lanes
+        (400_000, 3, 300_000, 3),  # not even one candidate fits: left as is, the scheduler says why
+    ],
+)
+def test_a_plan_wider_than_the_kernel_can_run_is_clamped(tokens: int, workcells: int, max_tokens: int,
+                                                         parallelism: int) -> None:
+    """A speculating plan takes a lane and ``dk_estimated_tokens`` per candidate; wider than the
+    kernel's lanes or token budget it could never start, and its issue would wait forever."""
+    issue = Issue.model_validate({"id": "1", "title": "t", "dk_estimated_tokens": tokens})
+    clamp = _clamp(Policy(), max_concurrent_workcells=workcells, max_concurrent_tokens=max_tokens)
+    wide = PlanAction(swarm_id="speculate_vote", parallelism=3, max_run_minutes=60, max_candidates=3)
+    res = clamp.apply(wide, issue)
+    assert res.applied.parallelism == parallelism
+    assert clamp.project(wide, issue) == res.applied
+    if parallelism < 3:
+        assert res.applied.parallelism * tokens <= max_tokens and res.applied.parallelism <= workcells
+        assert {v.rule_id for v in res.enforce_violations()} & {
+            "scheduling.max_concurrent_tokens", "scheduling.max_concurrent_workcells"}
+    else:
+        assert not res.changed

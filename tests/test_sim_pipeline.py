@@ -98,12 +98,13 @@ def test_nothing_downstream_reads_simulator_internals() -> None:
 
 
 def _run_exploring(ws: Path, *, trap: bool = False, shadow: bool = False) -> None:
-    """60 simulated issues with exploration at 0.3 (and, with ``trap``, a dynamics report that
-    puts the code domain in ``trap``; with ``shadow``, strategy shadow with the ``majority``
+    """60 simulated issues arriving within two days (a backlog: wide plans wait for lanes) with
+    exploration at 0.3 (and, with ``trap``, a dynamics report that puts the code domain in
+    ``trap``; with ``shadow``, strategy shadow with the ``majority``
     candidate and half the exploring draws on its plans), run until idle."""
     import yaml
 
-    _invoke("sim", "init", "-w", str(ws), "--issues", "60", "--seed", "8")
+    _invoke("sim", "init", "-w", str(ws), "--issues", "60", "--seed", "8", "--span-days", "2")
     cfg_path = ws / ".cyntra" / "config.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["exploration"] = {"epsilon": 0.3}
@@ -296,3 +297,21 @@ def test_a_blocker_that_has_not_arrived_is_not_dispatched_before_it_arrives(tmp_
               if r["kind"] == "outcome" and r["issue_id"] == late and r["gates_passed"]]
     early_at = [r["timestamp"] for r in decided if r["issue_id"] == early]
     assert not early_at or (passed and min(early_at) >= passed[0])
+
+
+def test_no_issue_waits_forever_for_a_plan_wider_than_the_kernel(tmp_path: Path) -> None:
+    """A critical 120k-token issue gets a 3-way speculation from the routing rules, which would
+    need 360k of the 300k concurrent tokens: the clamp narrows it, so the run reaches it."""
+    ws = tmp_path / "ws"
+    _invoke("sim", "init", "-w", str(ws), "--issues", "60", "--seed", "8")
+    rows = [json.loads(line) for line in (ws / ".beads" / "issues.jsonl").read_text().splitlines()]
+    big = {str(r["id"]) for r in rows if int(r.get("dk_estimated_tokens", 0)) * 3 > 300_000}
+    assert big
+    _invoke("run", "-w", str(ws), "--until-idle")
+    dry = json.loads(_invoke("run", "-w", str(ws), "--dry-run", "--json"))
+    assert not [s for s in dry["skipped"] if "more than max_concurrent_tokens" in s["reason"]]
+    assert not (big & set(dry["ready"]))  # none of them is left waiting
+    decided = {str(r["issue_id"]) for r in _ledger_without_latency(ws) if isinstance(r, dict) and "applied" in r}
+    narrowed = [r for r in _ledger_without_latency(ws) if isinstance(r, dict) and "clamp" in r
+                and any(v["rule_id"] == "scheduling.max_concurrent_tokens" for v in r["clamp"])]
+    assert narrowed and {str(r["issue_id"]) for r in narrowed} <= big & decided

@@ -301,7 +301,10 @@ class Kernel:
                         done, _ = await asyncio.wait(tasks)
                     else:
                         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                    for t in done:
+                    # In start order, not the done set's (hash) order: the sequence number breaks
+                    # ties between dispatches that complete at the same instant (in virtual time,
+                    # two timeouts started together), so it must not depend on memory addresses.
+                    for t in [t for t in tasks if t in done]:
                         decision = tasks.pop(t)
                         outcome = t.result()
                         self._seq += 1

@@ -150,6 +150,8 @@ class KernelSession:
             rule_matches,
             universe_max_run_minutes=limits.max_run_minutes,
             universe_max_concurrent_workcells=limits.max_concurrent_workcells,
+            max_concurrent_workcells=config.scheduling.max_concurrent_workcells,
+            max_concurrent_tokens=config.scheduling.max_concurrent_tokens,
         )
         return cls(ws, config, warnings, universe, limits, space, policy, clamp, BeadsStore(ws.root))
 

@@ -4,7 +4,10 @@ The action space is finite (ARCHITECTURE §4), so the clamp is exact rather than
 computes the set of actions every matching enforce-mode limit allows, and returns the requested
 action if it is in that set, else the allowed action closest to it. That makes the clamp
 idempotent and guarantees its output is valid and inside every enforce limit. Warn/dryrun rules
-only record. Each violation is recorded as {rule_id, field, requested, limit, applied, mode}, the
+only record. Besides the policy and the universe budgets, the kernel's own capacity is a limit: a
+speculating plan takes one lane and ``dk_estimated_tokens`` per candidate, so one wider than
+``scheduling.max_concurrent_workcells`` or than ``max_concurrent_tokens // dk_estimated_tokens``
+could never start, and its issue would wait forever. Each violation is recorded as {rule_id, field, requested, limit, applied, mode}, the
 way admission controllers report.
 """
 
@@ -25,6 +28,8 @@ ClampField = Literal["swarm_id", "parallelism", "max_run_minutes", "max_candidat
 
 UNIVERSE_MINUTES_RULE = "universe.budgets.max_run_minutes"
 UNIVERSE_WORKCELLS_RULE = "universe.budgets.max_concurrent_workcells"
+KERNEL_WORKCELLS_RULE = "scheduling.max_concurrent_workcells"
+KERNEL_TOKENS_RULE = "scheduling.max_concurrent_tokens"
 
 
 class Violation(BaseModel):
@@ -108,12 +113,16 @@ class Clamp:
         *,
         universe_max_run_minutes: int | None = None,
         universe_max_concurrent_workcells: int | None = None,
+        max_concurrent_workcells: int | None = None,
+        max_concurrent_tokens: int | None = None,
     ) -> None:
         self.policy = policy
         self.space = space
         self.matcher = matcher
         self.universe_max_run_minutes = universe_max_run_minutes
         self.universe_max_concurrent_workcells = universe_max_concurrent_workcells
+        self.max_concurrent_workcells = max_concurrent_workcells  # the kernel's lanes (scheduling)
+        self.max_concurrent_tokens = max_concurrent_tokens
         self._allowed_cache: dict[
             tuple[tuple[str, Any], ...], tuple[tuple[PlanAction, ...], frozenset[tuple[str, int, int, int]]]
         ] = {}
@@ -126,6 +135,13 @@ class Clamp:
             out.append(
                 (UNIVERSE_WORKCELLS_RULE, "max_parallelism", self.universe_max_concurrent_workcells, "enforce")
             )
+        if self.max_concurrent_workcells is not None:
+            out.append((KERNEL_WORKCELLS_RULE, "max_parallelism", self.max_concurrent_workcells, "enforce"))
+        tokens = issue.dk_estimated_tokens
+        if self.max_concurrent_tokens is not None and tokens > 0:
+            fit = self.max_concurrent_tokens // tokens
+            if fit >= 1:  # 0: not even one candidate fits; the scheduler reports why it waits
+                out.append((KERNEL_TOKENS_RULE, "max_parallelism", fit, "enforce"))
         for rule in self.policy.rules:
             if not self.matcher(rule.match, issue):
                 continue

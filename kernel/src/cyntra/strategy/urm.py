@@ -279,6 +279,8 @@ def _clamp_for(env: StrategyEnv) -> Any:
             path = env.workspace / path
         return Clamp(load_policy(path).policy, env.space, rule_matches,
                      universe_max_run_minutes=limits.max_run_minutes,
-                     universe_max_concurrent_workcells=limits.max_concurrent_workcells)
+                     universe_max_concurrent_workcells=limits.max_concurrent_workcells,
+                     max_concurrent_workcells=env.config.scheduling.max_concurrent_workcells,
+                     max_concurrent_tokens=env.config.scheduling.max_concurrent_tokens)
     except Exception:  # no clamp here: the engine still clamps the answer afterwards
         return None
