@@ -4,11 +4,13 @@ The action space is finite (ARCHITECTURE §4), so the clamp is exact rather than
 computes the set of actions every matching enforce-mode limit allows, and returns the requested
 action if it is in that set, else the allowed action closest to it. That makes the clamp
 idempotent and guarantees its output is valid and inside every enforce limit. Warn/dryrun rules
-only record. Besides the policy and the universe budgets, the kernel's own capacity is a limit: a
-speculating plan takes one lane and ``dk_estimated_tokens`` per candidate, so one wider than
-``scheduling.max_concurrent_workcells`` or than ``max_concurrent_tokens // dk_estimated_tokens``
-could never start, and its issue would wait forever. Each violation is recorded as {rule_id, field, requested, limit, applied, mode}, the
+only record. Each violation is recorded as {rule_id, field, requested, limit, applied, mode}, the
 way admission controllers report.
+
+Besides the policy and the universe budgets, the kernel's own capacity is a limit: a speculating
+plan takes one lane and ``dk_estimated_tokens`` per candidate, so one wider than
+``scheduling.max_concurrent_workcells`` or than ``max_concurrent_tokens // dk_estimated_tokens``
+could never start, and its issue would wait forever.
 """
 
 from __future__ import annotations
