@@ -315,3 +315,20 @@ def test_no_issue_waits_forever_for_a_plan_wider_than_the_kernel(tmp_path: Path)
     narrowed = [r for r in _ledger_without_latency(ws) if isinstance(r, dict) and "clamp" in r
                 and any(v["rule_id"] == "scheduling.max_concurrent_tokens" for v in r["clamp"])]
     assert narrowed and {str(r["issue_id"]) for r in narrowed} <= big & decided
+
+
+def test_status_and_dry_run_read_a_sim_workspace_at_its_virtual_time(tmp_path: Path) -> None:
+    """A fresh sim workspace: the runner would start with the first arrival only, and that is
+    what status and the dry run show (the rest are listed as not arrived); they write nothing."""
+    ws = tmp_path / "ws"
+    _invoke("sim", "init", "-w", str(ws), "--issues", "30", "--seed", "4")
+    rows = [json.loads(line) for line in (ws / ".beads" / "issues.jsonl").read_text().splitlines()]
+    first = min(rows, key=lambda r: r["created"])["id"]
+    before = _tree_hash(ws, ws)
+    status = json.loads(_invoke("status", "-w", str(ws), "--json"))
+    assert status["ready"] == [first] and len(status["not_arrived"]) == len(rows) - 1
+    dry = json.loads(_invoke("run", "-w", str(ws), "--dry-run", "--json"))
+    assert [s["issue_id"] for s in dry["scheduled"]] == [first]
+    assert _tree_hash(ws, ws) == before  # no sim_clock.json, no ledger: reports only read
+    _invoke("run", "-w", str(ws), "--until-idle")
+    assert json.loads(_invoke("status", "-w", str(ws), "--json"))["not_arrived"] == []

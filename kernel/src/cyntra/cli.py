@@ -84,11 +84,14 @@ def _open_session(workspace: Path, **kw: Any) -> Any:
 def status(workspace: Path, as_json: bool) -> None:
     """Counts by status, ready issues, what blocks the others, and parse errors."""
     from cyntra import clock
+    from cyntra.sim.backend import sim_clock
     from cyntra.state.graph import IssueGraph, not_arrived
 
     session = _open_session(workspace)
     issue_set = session.store.load()
-    later = not_arrived(issue_set.issues.values(), clock.now())  # created in the future
+    with sim_clock(session):  # a sim workspace's issues arrive in virtual time
+        now = clock.now()
+    later = not_arrived(issue_set.issues.values(), now)  # created in the future
     graph = IssueGraph(issue_set.issues, [(d.from_, d.to, d.type) for d in issue_set.deps], pending=later)
     counts = Counter(i.status for i in issue_set.issues.values())
     ready = graph.ready_ids()
@@ -184,7 +187,11 @@ def run(workspace: Path, once: bool, watch: bool, poll_seconds: float, until_idl
     session = _open_session(workspace, universe_id=universe_id, strategy=strategy,
                             checkpoint=str(planner_checkpoint) if planner_checkpoint else None)
     if dry_run:
-        _dry_run(session, issue_id=issue_id, max_concurrent=max_concurrent, speculate=speculate, as_json=as_json)
+        from cyntra.sim.backend import sim_clock
+
+        with sim_clock(session):  # a sim workspace: the cycle the runner would run next
+            _dry_run(session, issue_id=issue_id, max_concurrent=max_concurrent, speculate=speculate,
+                     as_json=as_json)
         return
     from cyntra.clock import parse_ts
     from cyntra.kernel.runner import run_kernel

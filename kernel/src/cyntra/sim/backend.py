@@ -162,6 +162,18 @@ def sim_context(session: Any) -> Iterator[SimProfile | None]:
         atomic_write_json(session.workspace.cyntra_dir / "sim_clock.json", {"now": clock.isoformat_z(virtual.now())})
 
 
+@contextlib.contextmanager
+def sim_clock(session: Any) -> Iterator[None]:
+    """Only the virtual clock, where the next run would resume it, for reports on a sim workspace
+    (`status`, `run --dry-run`): they then show what the runner would do, not what the wall-clock
+    date makes of a simulated timeline. Nothing is registered and nothing is written."""
+    if session.config.sim is None:
+        yield
+        return
+    with clock.use_clock(clock.VirtualClock(_start_time(session))):
+        yield
+
+
 def _start_time(session: Any) -> Any:
     """Virtual time resumes where the history left off: the latest of the last recorded event
     and the earliest issue arrival (so a second `cyntra run` continues the same timeline)."""

@@ -435,12 +435,13 @@ class IssueGraph:
 
     @gc_paused
     def blocked(self) -> dict[str, list[str]]:
-        """Open/ready issues held back by dependencies (or a cycle), with their blockers."""
+        """Open/ready issues held back by dependencies (or a cycle), with their blockers. An
+        issue that has not arrived is not listed: that, not its blockers, is why it waits."""
         if self._blocked is None:
-            ids, values = self._ids, self._values
+            ids, values, pend = self._ids, self._values, self.pending
             out: dict[str, list[str]] = {}
             for k in np.flatnonzero(self._held).tolist():
-                if values[k].status in READY_STATUSES:
+                if values[k].status in READY_STATUSES and not (pend and ids[k] in pend):
                     blockers = self._blockers(k)
                     if blockers:
                         out[ids[k]] = blockers
