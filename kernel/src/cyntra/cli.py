@@ -89,7 +89,7 @@ def status(workspace: Path, as_json: bool) -> None:
 
     session = _open_session(workspace)
     issue_set = session.store.load()
-    with sim_clock(session):  # a sim workspace's issues arrive in virtual time
+    with sim_clock(session, issue_set.issues.values()):  # a sim workspace's issues arrive in virtual time
         now = clock.now()
     later = not_arrived(issue_set.issues.values(), now)  # created in the future
     graph = IssueGraph(issue_set.issues, [(d.from_, d.to, d.type) for d in issue_set.deps], pending=later)
@@ -189,8 +189,9 @@ def run(workspace: Path, once: bool, watch: bool, poll_seconds: float, until_idl
     if dry_run:
         from cyntra.sim.backend import sim_clock
 
-        with sim_clock(session):  # a sim workspace: the cycle the runner would run next
-            _dry_run(session, issue_id=issue_id, max_concurrent=max_concurrent, speculate=speculate,
+        issue_set = session.store.load()
+        with sim_clock(session, issue_set.issues.values()):  # a sim workspace: the runner's next cycle
+            _dry_run(session, issue_set, issue_id=issue_id, max_concurrent=max_concurrent, speculate=speculate,
                      as_json=as_json)
         return
     from cyntra.clock import parse_ts
@@ -212,9 +213,8 @@ def run(workspace: Path, once: bool, watch: bool, poll_seconds: float, until_idl
         report.print(console)
 
 
-def _dry_run(session: Any, *, issue_id: str | None, max_concurrent: int | None, speculate: bool,
+def _dry_run(session: Any, issue_set: Any, *, issue_id: str | None, max_concurrent: int | None, speculate: bool,
              as_json: bool) -> None:
-    issue_set = session.store.load()
     if issue_id is not None and issue_id not in issue_set.issues:
         _fail(CyntraError(f"no usable issue with id {issue_id!r}"))
     cycle = session.plan_cycle(issue_set, speculate=speculate, max_concurrent=max_concurrent, only_issue=issue_id)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -163,22 +163,24 @@ def sim_context(session: Any) -> Iterator[SimProfile | None]:
 
 
 @contextlib.contextmanager
-def sim_clock(session: Any) -> Iterator[None]:
+def sim_clock(session: Any, issues: Iterable[Issue] | None = None) -> Iterator[None]:
     """Only the virtual clock, where the next run would resume it, for reports on a sim workspace
-    (`status`, `run --dry-run`): they then show what the runner would do, not what the wall-clock
-    date makes of a simulated timeline. Nothing is registered and nothing is written."""
+    (`status`, `run --dry-run`, `strategy show`): they then show what the runner would do, not
+    what the wall-clock date makes of a simulated timeline. Nothing is registered and nothing is
+    written. ``issues``: the store's issues when the caller has loaded them already."""
     if session.config.sim is None:
         yield
         return
-    with clock.use_clock(clock.VirtualClock(_start_time(session))):
+    with clock.use_clock(clock.VirtualClock(_start_time(session, issues))):
         yield
 
 
-def _start_time(session: Any) -> Any:
+def _start_time(session: Any, issues: Iterable[Issue] | None = None) -> Any:
     """Virtual time resumes where the history left off: the latest of the last recorded event
     and the earliest issue arrival (so a second `cyntra run` continues the same timeline)."""
     times = []
-    issues = session.store.load().issues.values()
+    if issues is None:
+        issues = session.store.load().issues.values()
     created = [i.created for i in issues if i.created is not None]
     if created:
         times.append(min(created))

@@ -171,10 +171,12 @@ def _print(data: dict[str, Any]) -> None:
 def show(issue_id: str, workspace: str, speculate: bool, as_json: bool) -> None:
     """What each strategy would decide for ISSUE_ID now: plan, clamp result and the heuristic's trace."""
     from cyntra.kernel.session import KernelSession
+    from cyntra.sim.backend import sim_clock
 
     try:
         session = KernelSession.open(workspace)
-        data = show_issue(session, issue_id, speculate=speculate)
+        with sim_clock(session):  # a sim workspace: decided at its virtual time, as the runner would
+            data = show_issue(session, issue_id, speculate=speculate)
     except CyntraError as exc:
         _fail(exc)
         return
